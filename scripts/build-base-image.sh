@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Build the Molecule/demo base image local/prodready-debian:<version> with
+# debootstrap (minbase + systemd) and import it into the local Docker engine.
+# The image carries a label with the hash of its recipe (this file); it is
+# rebuilt only when the recipe changes.
+#
+# Usage: scripts/build-base-image.sh 12|13 [--force]
+set -euo pipefail
+
+version="${1:?usage: $0 12|13 [--force]}"
+force="${2:-}"
+case "$version" in
+  12) suite=bookworm ;;
+  13) suite=trixie ;;
+  *) echo "build-base-image: unsupported Debian version '$version' (use 12 or 13)" >&2; exit 2 ;;
+esac
+
+mirror="${PRODREADY_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+image="local/prodready-debian:${version}"
+packages="systemd,systemd-sysv,python3,python3-apt,sudo,procps,iproute2,ca-certificates,dbus"
+# The recipe hash covers this script, the suite and the mirror: any change rebuilds.
+recipe_hash="$( { cat "$0"; echo "$suite $mirror $packages"; } | sha256sum | cut -c1-16)"
+
+current="$(docker image inspect --format '{{ index .Config.Labels "org.prodready.recipe" }}' "$image" 2>/dev/null || true)"
+if [[ "$current" == "$recipe_hash" && "$force" != "--force" ]]; then
+  echo "base image $image is up to date (recipe $recipe_hash)"
+  exit 0
+fi
+
+command -v debootstrap >/dev/null || {
+  echo "build-base-image: installing debootstrap" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+}
+
+rootfs="$(mktemp -d /var/tmp/prodready-rootfs.XXXXXX)"
+cleanup() { rm -rf --one-file-system "$rootfs"; }
+trap cleanup EXIT
+
+echo "building $image from Debian $suite (recipe $recipe_hash), about a minute..."
+start=$SECONDS
+if ! debootstrap --variant=minbase --include="$packages" "$suite" "$rootfs" "$mirror" >"$rootfs.log" 2>&1; then
+  echo "build-base-image: debootstrap of $suite failed; last lines of $rootfs.log:" >&2
+  tail -n 20 "$rootfs.log" >&2
+  exit 1
+fi
+rm -f "$rootfs.log"
+
+# Container-friendly systemd: no getty, no units that need real hardware.
+chroot "$rootfs" systemctl mask getty.target console-getty.service \
+  systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel.socket \
+  systemd-firstboot.service sys-kernel-config.mount >/dev/null 2>&1 || true
+chroot "$rootfs" systemctl set-default multi-user.target >/dev/null 2>&1 || true
+# apt inside tests uses the same mirror; drop caches and lists to keep the image small.
+echo "deb $mirror $suite main" > "$rootfs/etc/apt/sources.list"
+rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+: > "$rootfs/etc/machine-id"
+
+tar -C "$rootfs" -c . | docker import \
+  --change 'CMD ["/lib/systemd/systemd"]' \
+  --change 'ENV container=docker' \
+  --change "LABEL org.prodready.recipe=$recipe_hash" \
+  --change "LABEL org.prodready.suite=$suite" \
+  - "$image" >/dev/null
+echo "built $image in $((SECONDS - start)) s"
