@@ -52,7 +52,10 @@ chroot "$rootfs" systemctl mask getty.target console-getty.service \
 chroot "$rootfs" systemctl set-default multi-user.target >/dev/null 2>&1 || true
 # apt inside tests uses the same mirror; drop caches and lists to keep the image small.
 echo "deb $mirror $suite main" > "$rootfs/etc/apt/sources.list"
-rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
+  "$rootfs"/var/lib/apt/periodic/update-success-stamp
+# Look like a host whose package lists are old, so `cache_valid_time` updates.
+touch -d '2000-01-01' "$rootfs"/var/lib/apt/lists "$rootfs"/var/lib/apt "$rootfs"/var/cache/apt
 : > "$rootfs/etc/machine-id"
 
 tar -C "$rootfs" -c . | docker import \
