@@ -462,7 +462,7 @@ def plan(snapshots, policy=None, protect=()):
     protected = {_protect_id(item) for item in (protect or ())}
     ordered = sorted((to_snapshot(item) for item in snapshots), key=_sort_key)
     count = len(ordered)
-    reasons = [[] for _ in ordered]
+    reasons = [[] for dummy in ordered]
 
     if parsed_policy.is_empty():
         for entry in reasons:
