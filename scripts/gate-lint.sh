@@ -2,7 +2,7 @@
 # Static gates: ansible-lint (production profile, zero findings), role
 # argument_specs equal to defaults, changelog fragments.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 rc=0
 echo "--- ansible-lint (production profile)"
 ansible-lint --profile production --strict || rc=1

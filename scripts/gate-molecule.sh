@@ -3,7 +3,7 @@
 # one after another, and record "<scenario>\t<passed|failed>\t<seconds>" lines
 # in $MOLECULE_SUMMARY when set. Exit 1 when any scenario failed.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 if [[ $# -gt 0 ]]; then
   scenarios=("$@")
 else

@@ -16,8 +16,14 @@ git ls-files -z --cached --others --exclude-standard \
 cache=~/.ansible/test/cache
 mkdir -p "$cache"
 for v in 24.2 24.3 25.0 25.1 25.2; do  # pip versions ansible-test 2.17-2.20 pin
-  [[ -e $cache/get_pip_${v//./_}.py ]] || cp scripts/offline-get-pip.py "$cache/get_pip_${v//./_}.py"
+  cmp -s scripts/offline-get-pip.py "$cache/get_pip_${v//./_}.py" || cp scripts/offline-get-pip.py "$cache/get_pip_${v//./_}.py"
 done
+# The shellcheck sanity test is skipped silently when shellcheck is missing.
+if ! command -v shellcheck >/dev/null 2>&1 && [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null 2>&1; } \
+    || echo "could not install shellcheck; ansible-test will skip that test"
+fi
 cd "$dest"
 git init -q && git add -A >/dev/null
 ansible-test sanity --venv --python 3.11 --color no "$@"

@@ -3,7 +3,7 @@
 # summary and fail when any gate failed. Gates: lint, sanity, unit, then each
 # Molecule scenario (scripts/gate-molecule.sh writes per-scenario results).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 start=$SECONDS
 results=()
 failed=0
