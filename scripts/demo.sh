@@ -40,9 +40,9 @@ docker exec "$name" bash -c '
   systemctl list-units --all --no-legend --plain "prodready-*" | awk "{printf \"  %-40s %s/%s\n\", \$1, \$3, \$4}"
   echo "Log rotation (/etc/logrotate.d/prodready-*):"
   for f in /etc/logrotate.d/prodready-*; do [ -e "$f" ] && echo "  $(basename "$f"): $(grep -m1 "{" "$f" | sed "s/ {//")"; done
-  echo "logrotate.timer: $(systemctl show -p TimersCalendar --value logrotate.timer | sed "s/.*OnCalendar=\([^ ;]*\).*/\1/")"
+  echo "logrotate.timer: $(systemctl show -p TimersCalendar --value logrotate.timer | sed "s/.*OnCalendar=\([^;]*\) ;.*/\1/")"
   echo "Disk guard metrics:"
   grep -E "^prodready_filesystem_(used|inodes_used)_ratio" /var/lib/prometheus/node-exporter/prodready_diskguard.prom 2>/dev/null | sed "s/^/  /"
 '
-echo "Converge: changed=$changed (a second 'make demo' should report changed=0)"
+echo "Converge: changed=$changed (run make demo again: it converges with changed=0)"
 echo "Remove it with: make demo-clean"
