@@ -18,8 +18,26 @@ esac
 mirror="${PRODREADY_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 image="local/prodready-debian:${version}"
 packages="systemd,systemd-sysv,python3,python3-apt,sudo,procps,iproute2,ca-certificates,dbus"
-# The recipe hash covers this script, the suite and the mirror: any change rebuilds.
-recipe_hash="$( { cat "$0"; echo "$suite $mirror $packages"; } | sha256sum | cut -c1-16)"
+# Everything done to the bootstrapped tree. Its text is part of the recipe hash.
+customize() {
+  local root=$1
+  # Container-friendly systemd: no getty, no units that need real hardware.
+  chroot "$root" systemctl mask getty.target console-getty.service \
+    systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel.socket \
+    systemd-firstboot.service sys-kernel-config.mount >/dev/null 2>&1 || true
+  chroot "$root" systemctl set-default multi-user.target >/dev/null 2>&1 || true
+  # apt inside tests uses the same mirror; drop caches and lists to keep the image small.
+  echo "deb $mirror $suite main" > "$root/etc/apt/sources.list"
+  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* \
+    "$root"/var/lib/apt/periodic/update-success-stamp
+  # Look like a host whose package lists are old, so `cache_valid_time` updates.
+  touch -d '2000-01-01' "$root"/var/lib/apt/lists "$root"/var/lib/apt "$root"/var/cache/apt
+  : > "$root/etc/machine-id"
+}
+
+# The recipe hash covers the suite, mirror, package list and customize():
+# any change to them rebuilds the image; other edits to this script do not.
+recipe_hash="$( { echo "$suite $mirror $packages"; declare -f customize; } | sha256sum | cut -c1-16)"
 
 current="$(docker image inspect --format '{{ index .Config.Labels "org.prodready.recipe" }}' "$image" 2>/dev/null || true)"
 if [[ "$current" == "$recipe_hash" && "$force" != "--force" ]]; then
@@ -29,7 +47,9 @@ fi
 
 command -v debootstrap >/dev/null || {
   echo "build-base-image: installing debootstrap" >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq debootstrap >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null && apt-get install -y -qq debootstrap >/dev/null; }
 }
 
 rootfs="$(mktemp -d /var/tmp/prodready-rootfs.XXXXXX)"
@@ -45,18 +65,7 @@ if ! debootstrap --variant=minbase --include="$packages" "$suite" "$rootfs" "$mi
 fi
 rm -f "$rootfs.log"
 
-# Container-friendly systemd: no getty, no units that need real hardware.
-chroot "$rootfs" systemctl mask getty.target console-getty.service \
-  systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel.socket \
-  systemd-firstboot.service sys-kernel-config.mount >/dev/null 2>&1 || true
-chroot "$rootfs" systemctl set-default multi-user.target >/dev/null 2>&1 || true
-# apt inside tests uses the same mirror; drop caches and lists to keep the image small.
-echo "deb $mirror $suite main" > "$rootfs/etc/apt/sources.list"
-rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/* \
-  "$rootfs"/var/lib/apt/periodic/update-success-stamp
-# Look like a host whose package lists are old, so `cache_valid_time` updates.
-touch -d '2000-01-01' "$rootfs"/var/lib/apt/lists "$rootfs"/var/lib/apt "$rootfs"/var/cache/apt
-: > "$rootfs/etc/machine-id"
+customize "$rootfs"
 
 tar -C "$rootfs" -c . | docker import \
   --change 'CMD ["/lib/systemd/systemd"]' \

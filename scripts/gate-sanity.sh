@@ -8,8 +8,8 @@ dest=.build/sanity/ansible_collections/prodready/vps
 rm -rf .build/sanity
 mkdir -p "$dest"
 git ls-files -z --cached --others --exclude-standard \
-  | grep -zv '^\.collections/' \
-  | while IFS= read -r -d '' f; do [[ -e $f ]] && printf '%s\0' "$f"; done \
+  | grep -zv -e '^\.collections/' -e '^\.venv' \
+  | while IFS= read -r -d '' f; do [[ -f $f && ! -L $f ]] && printf '%s\0' "$f"; done \
   | xargs -0 cp --parents -t "$dest"
 # ansible-test bootstraps pip in its venvs with a script it downloads from a host
 # that sandboxed CI cannot reach; give it an offline equivalent.
