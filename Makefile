@@ -2,6 +2,7 @@
 #   make demo         converge playbooks/site.yml on a local container
 #   make test         every CI gate: lint, sanity, unit, Molecule
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 VENV ?= .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(CURDIR)/.collections
@@ -22,7 +23,8 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: requirements/dev.txt
 	@echo "==> virtualenv $(VENV) from requirements/dev.txt"
 	@test -x $(VENV)/bin/python || python3 -m venv $(VENV)
-	@$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements/dev.txt
+	@$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements/dev.txt 2>&1 \
+	  | { grep -v -e '^WARNING: Location .* is ignored' -e '^$$' || true; }
 	@touch $@
 
 docker:

@@ -5,6 +5,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 start=$SECONDS
+# Plain output in logs (CI): no colour codes from ansible, molecule or pytest.
+if [[ ! -t 1 ]]; then
+  export NO_COLOR=1 ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 PY_COLORS=0 TERM=dumb
+fi
 results=()
 failed=0
 passed=0
