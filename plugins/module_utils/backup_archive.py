@@ -1,0 +1,1329 @@
+# Copyright (c) 2026, prodready.vps contributors
+# GNU General Public License v3.0+ (see LICENSES/GPL-3.0-or-later.txt or https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+"""Encrypted backup archives: create, verify, restore, list and prune.
+
+This is the single implementation used by the ``backup``, ``backup_verify``
+and ``backup_restore`` modules and by the host-side runner started from
+systemd timers (the runner copies ``age.py``, ``retention.py`` and this file
+side by side into one directory; the sibling imports fall back to plain
+``import age`` / ``import retention`` for that case).
+
+Archive format (decryptable with standard tools only)::
+
+    age -d -i key.txt NAME.tar.zst.age | zstd -d | tar x      # or gzip -d for .tar.gz.age
+
+* a POSIX (pax) tar stream written with ``tarfile`` mode ``'w|'``;
+* compressed with zstd (level 3) when the ``zstandard`` package is
+  importable, gzip otherwise; the choice is recorded in the manifest and in
+  the file name suffix (``.tar.zst.age`` / ``.tar.gz.age``);
+* encrypted in the age v1 format to X25519 recipients or a passphrase.
+
+Everything streams through fixed-size buffers: no file, command output or
+archive is ever held in memory.
+
+Beside each archive ``NAME.manifest.json`` records the creation time, host,
+sources, every entry (type, size and SHA-256 of the plaintext, mode), the
+archive's size and SHA-256, the compression, the tool version, the
+recipients' fingerprints and the duration. A successful deep verification
+may leave a ``NAME.verified`` marker (JSON) used by :func:`list_backups` and
+:func:`apply_retention`.
+
+Design choices:
+
+* **Command output** (``pg_dump -Fc`` ...) must be known in size before its
+  tar header is written, so stdout is spooled into a
+  ``tempfile.SpooledTemporaryFile`` (in memory up to ``SPOOL_MEMORY`` bytes,
+  then rolled over to an *anonymous* file in the destination directory --
+  ``O_TMPFILE`` on Linux, so it has no name, is never visible and vanishes
+  even on ``kill -9``), hashed while spooling, then copied into the tar
+  entry. The spool needs free space for one uncompressed dump. A non-zero
+  exit status, a timeout or a signal fails the whole backup with the tail of
+  the command's stderr.
+* **Atomicity**: archive and manifest are written to ``.NAME.*.tmp`` files in
+  the destination directory, fsynced, renamed (manifest first, then the
+  archive, which is what makes a backup exist) and the directory is fsynced.
+  On any failure the temp files are removed and existing backups are never
+  touched. Stale temp files left by a killed run are removed by the next run
+  (while holding the lock).
+* **Locking**: ``DEST/.backup.lock`` is locked with ``fcntl.flock``
+  (released by the kernel when the process dies, so a ``kill -9`` never
+  leaves a stale lock). ``lock_timeout=0`` fails at once with
+  :class:`BackupLockedError`, a positive value waits that many seconds,
+  ``None`` waits forever.
+* **Retention** is never applied by :func:`create`: the caller runs
+  :func:`apply_retention` only after a successful :func:`create` (never after
+  a failed one), and the newest backup that passed verification is always
+  protected.
+"""
+
+from __future__ import (absolute_import, division, print_function)  # noqa: UP010, I001 (Ansible boilerplate)
+__metaclass__ = type  # noqa: UP001
+
+import datetime
+import errno
+import fnmatch
+import gzip
+import hashlib
+import json
+import os
+import posixpath
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import tarfile
+import tempfile
+import time
+import zlib
+
+try:
+    import fcntl
+except ImportError:  # not POSIX
+    fcntl = None
+
+try:
+    import zstandard
+except ImportError:
+    zstandard = None
+    HAS_ZSTANDARD = False
+else:
+    HAS_ZSTANDARD = True
+
+
+class _NoZstdError(Exception):
+    pass
+
+
+_ZstdError = zstandard.ZstdError if HAS_ZSTANDARD else _NoZstdError
+
+try:
+    from ansible_collections.prodready.vps.plugins.module_utils import age, retention
+except ImportError:  # host-side runner: the three files side by side
+    import age  # type: ignore[no-redef]
+    import retention  # type: ignore[no-redef]
+
+
+VERSION = '1.0.0'
+TOOL = 'prodready.vps backup_archive'
+MANIFEST_FORMAT = 'prodready.vps/backup-manifest'
+MANIFEST_VERSION = 1
+MANIFEST_SUFFIX = '.manifest.json'
+VERIFIED_SUFFIX = '.verified'
+LOCK_NAME = '.backup.lock'
+TMP_SUFFIX = '.tmp'
+ZSTD_LEVEL = 3
+GZIP_LEVEL = 6
+COPY_SIZE = 64 * 1024          # tarfile stream buffer and copy buffer
+SPOOL_MEMORY = 1024 * 1024     # command output kept in memory up to this size
+STDERR_TAIL = 2000             # bytes of a failing command's stderr quoted in errors
+LOCK_POLL = 0.1
+STAMP_FORMAT = '%Y-%m-%dT%H%M%SZ'
+SUFFIXES = {'zstd': '.tar.zst.age', 'gzip': '.tar.gz.age'}
+
+_NAME_RE = re.compile(r'\A(?P<prefix>.*?)(?P<stamp>\d{4}-\d\d-\d\dT\d{6}Z)(?:-(?P<seq>\d+))?'
+                      r'\.tar\.(?P<comp>zst|gz)\.age\Z')
+_UTC = datetime.timezone(datetime.timedelta(0))
+
+
+# ---------------------------------------------------------------------------
+# Exceptions
+
+
+class BackupError(Exception):
+    """Base class of every error raised by this module."""
+
+
+class BackupConfigError(BackupError, ValueError):
+    """The requested sources, commands, keys or options are invalid."""
+
+
+class BackupLockedError(BackupError):
+    """Another run holds the destination's lock."""
+
+
+class BackupCommandError(BackupError):
+    """A command whose output goes into the archive failed."""
+
+
+class BackupIntegrityError(BackupError):
+    """A backup does not match its manifest, or its manifest is missing or unreadable."""
+
+
+class BackupDecryptError(BackupError):
+    """The backup cannot be decrypted with the given identities."""
+
+
+class RestoreRefusedError(BackupError):
+    """Restoring would be unsafe (path traversal, links escaping the target, devices) or overwrite files."""
+
+
+# ---------------------------------------------------------------------------
+# Small helpers
+
+
+def utcnow():
+    return datetime.datetime.now(_UTC)
+
+
+def _iso(moment):
+    return moment.astimezone(_UTC).strftime('%Y-%m-%dT%H:%M:%SZ')
+
+
+def _fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, 'O_DIRECTORY', 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _unlink_quiet(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _describe_oserror(exc):
+    if getattr(exc, 'errno', None) == errno.ENOSPC:
+        return 'no space left on device (ENOSPC)'
+    if getattr(exc, 'errno', None) == errno.EDQUOT:
+        return 'disk quota exceeded (EDQUOT)'
+    return str(exc)
+
+
+def manifest_path(archive):
+    """``NAME.manifest.json`` beside ``NAME`` (the archive path)."""
+    return archive + MANIFEST_SUFFIX
+
+
+def verified_path(archive):
+    return archive + VERIFIED_SUFFIX
+
+
+def _open_output(path):
+    """Open a temp output file (unbuffered). Tests replace this to simulate a full disk."""
+    return open(path, 'wb', buffering=0)
+
+
+class _HashingWriter:
+    """Write-through file wrapper counting bytes and computing their SHA-256."""
+
+    def __init__(self, fileobj):
+        self._fileobj = fileobj
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data):
+        view = memoryview(data)
+        total = len(view)
+        done = 0
+        while done < total:
+            written = self._fileobj.write(view[done:])
+            if written is None:  # non-blocking raw file: nothing written
+                written = 0
+            done += written
+        self.sha256.update(view)
+        self.size += total
+        return total
+
+    def flush(self):
+        if hasattr(self._fileobj, 'flush'):
+            self._fileobj.flush()
+
+
+class _HashingReader:
+    """Reads exactly ``size`` bytes from ``fileobj`` and hashes them.
+
+    If the file shrank while it was being read (a log truncated by
+    logrotate's ``copytruncate``), the entry is padded with NUL bytes so the
+    tar stream stays consistent, and ``short`` records it; the hash covers the
+    padded content, so verification still matches.
+    """
+
+    def __init__(self, fileobj, size):
+        self._fileobj = fileobj
+        self._left = size
+        self.sha256 = hashlib.sha256()
+        self.short = False
+
+    def read(self, size=-1):
+        if size is None or size < 0 or size > self._left:
+            size = self._left
+        if size <= 0:
+            return b''
+        parts = []
+        got = 0
+        while got < size:
+            chunk = self._fileobj.read(size - got)
+            if not chunk:
+                self.short = True
+                parts.append(b'\0' * (size - got))
+                got = size
+                break
+            parts.append(chunk)
+            got += len(chunk)
+        data = parts[0] if len(parts) == 1 else b''.join(parts)
+        self._left -= len(data)
+        self.sha256.update(data)
+        return data
+
+
+class _CountingReader:
+    """Read-through wrapper hashing everything read (the ciphertext during verification)."""
+
+    def __init__(self, fileobj):
+        self._fileobj = fileobj
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size=-1):
+        data = self._fileobj.read(size)
+        self.sha256.update(data)
+        self.size += len(data)
+        return data
+
+    def readinto(self, buffer):
+        count = self._fileobj.readinto(buffer)
+        if count:
+            self.sha256.update(memoryview(buffer)[:count])
+            self.size += count
+        return count
+
+    def drain(self):
+        while True:
+            if not self.read(COPY_SIZE):
+                return
+
+
+# ---------------------------------------------------------------------------
+# Locking
+
+
+class BackupLock:
+    """Exclusive ``flock`` on ``DEST/.backup.lock``; a context manager.
+
+    ``timeout``: 0 fails at once, a positive number waits that many seconds,
+    None waits forever. Raises :class:`BackupLockedError` naming the holder's
+    pid (written into the lock file) when it gives up.
+    """
+
+    def __init__(self, dest, timeout=0):
+        self.path = os.path.join(dest, LOCK_NAME)
+        self.timeout = timeout
+        self._fd = None
+
+    def acquire(self):
+        if fcntl is None:
+            raise BackupError('locking needs fcntl (a POSIX system)')
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = None if self.timeout is None else time.monotonic() + max(0, self.timeout)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                        raise
+                if deadline is not None and time.monotonic() >= deadline:
+                    holder = ''
+                    try:
+                        holder = os.pread(fd, 64, 0).decode('ascii', 'replace').strip()
+                    except OSError:
+                        pass
+                    waited = '' if not self.timeout else f' after waiting {self.timeout:g}s'
+                    raise BackupLockedError(
+                        'another backup run holds the lock {}{}{}; not starting a second one'.format(self.path, f' (pid {holder})' if holder else '', waited))
+                time.sleep(LOCK_POLL)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f'{os.getpid()}\n'.encode('ascii'), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return self
+
+    def release(self):
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                os.ftruncate(fd, 0)
+            except OSError:
+                pass
+            os.close(fd)  # closing the only descriptor releases the flock
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, exc_type, exc_value, tb):
+        self.release()
+
+
+class _NoLock:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_value, tb):
+        return None
+
+
+def _cleanup_stale(dest):
+    """Remove temp files of interrupted runs and manifests without archive. Call with the lock held."""
+    removed = []
+    for entry in os.listdir(dest):
+        path = os.path.join(dest, entry)
+        stem = entry[1:].split('.tmp-')[0]
+        if stem.endswith(MANIFEST_SUFFIX):  # noqa: FURB188 (str.removesuffix is Python 3.9+)
+            stem = stem[:-len(MANIFEST_SUFFIX)]
+        if entry.startswith('.') and entry.endswith(TMP_SUFFIX) and _NAME_RE.match(stem):
+            _unlink_quiet(path)
+            removed.append(entry)
+        elif entry.endswith(MANIFEST_SUFFIX):
+            archive = entry[:-len(MANIFEST_SUFFIX)]
+            if _NAME_RE.match(archive) and not os.path.exists(os.path.join(dest, archive)):
+                _unlink_quiet(path)
+                _unlink_quiet(verified_path(os.path.join(dest, archive)))
+                removed.append(entry)
+    return removed
+
+
+# ---------------------------------------------------------------------------
+# Sources
+
+
+def _as_list(value):
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes)):
+        return [value]
+    return list(value)
+
+
+def normalize_sources(sources):
+    """Return sources as a list of dicts ``{path, include, exclude, max_age_days, missing_ok}``.
+
+    A source is a path string or a mapping with those keys. ``include`` and
+    ``exclude`` are glob lists matched against the path relative to the
+    source and against the base name (a pattern containing ``/`` only against
+    the relative path); ``include`` filters files only, ``exclude`` prunes
+    files and directories. ``max_age_days`` keeps only files modified within
+    that many days (for logs).
+    """
+    result = []
+    for item in _as_list(sources):
+        if isinstance(item, str):
+            item = {'path': item}
+        if not isinstance(item, dict) or not item.get('path'):
+            raise BackupConfigError(f'source {item!r}: expected a path or a mapping with "path"')
+        unknown = set(item) - {'path', 'include', 'exclude', 'max_age_days', 'missing_ok'}
+        if unknown:
+            raise BackupConfigError('source {!r}: unknown keys {}'.format(item['path'], ', '.join(sorted(unknown))))
+        max_age = item.get('max_age_days')
+        if max_age is not None:
+            try:
+                max_age = float(max_age)
+            except (TypeError, ValueError):
+                raise BackupConfigError('source {!r}: max_age_days must be a number'.format(item['path']))
+            if max_age < 0:
+                raise BackupConfigError('source {!r}: max_age_days must not be negative'.format(item['path']))
+        result.append({
+            'path': os.path.abspath(str(item['path'])),
+            'include': [str(p) for p in _as_list(item.get('include'))],
+            'exclude': [str(p) for p in _as_list(item.get('exclude'))],
+            'max_age_days': max_age,
+            'missing_ok': bool(item.get('missing_ok', False)),
+        })
+    return result
+
+
+def _safe_member_name(name):
+    """Normalise a relative archive name or return None when it is unsafe."""
+    if not name or '\0' in name or name.startswith('/'):
+        return None
+    parts = [p for p in name.split('/') if p not in ('', '.')]
+    if not parts or '..' in parts:
+        return None
+    return '/'.join(parts)
+
+
+def normalize_commands(commands):
+    """Return commands as a list of dicts ``{name, argv, shell, timeout}``.
+
+    ``name`` is the archive entry (relative, e.g. ``db/app.dump``); ``argv``
+    a list run without a shell, or ``shell`` a string run with ``/bin/sh -c``;
+    ``timeout`` seconds (optional); ``env`` extra environment (not recorded).
+    """
+    result = []
+    for item in _as_list(commands):
+        if not isinstance(item, dict):
+            raise BackupConfigError(f'command {item!r}: expected a mapping with "name" and "argv" or "shell"')
+        name = _safe_member_name(str(item.get('name') or ''))
+        if name is None:
+            raise BackupConfigError('command {!r}: "name" must be a relative path without ".."'.format(item.get('name')))
+        argv, shell = item.get('argv'), item.get('shell')
+        if bool(argv) == bool(shell):
+            raise BackupConfigError(f'command {name}: give exactly one of "argv" (list) or "shell" (string)')
+        if argv is not None and (isinstance(argv, str) or not all(isinstance(a, str) for a in argv)):
+            raise BackupConfigError(f'command {name}: "argv" must be a list of strings')
+        result.append({'name': name, 'argv': list(argv) if argv else None, 'shell': shell,
+                       'timeout': item.get('timeout'), 'env': dict(item.get('env') or {})})
+    return result
+
+
+def _matches(rel, base, patterns):
+    for pattern in patterns:
+        if '/' in pattern:
+            if fnmatch.fnmatchcase(rel, pattern.strip('/')):
+                return True
+        elif fnmatch.fnmatchcase(base, pattern) or fnmatch.fnmatchcase(rel, pattern):
+            return True
+    return False
+
+
+def _walk_source(source, now_ts):
+    """Yield ``(abs_path, arcname, lstat)`` of what a source selects (directories before their content)."""
+    root = source['path']
+    try:
+        root_st = os.lstat(root)
+    except FileNotFoundError:
+        if source['missing_ok']:
+            return
+        raise BackupConfigError(f'source {root} does not exist')
+    cutoff = None if source['max_age_days'] is None else now_ts - source['max_age_days'] * 86400
+    include, exclude = source['include'], source['exclude']
+    root_arc = root.lstrip('/')
+
+    def arc(rel):
+        return posixpath.join(root_arc, rel) if root_arc else rel
+
+    def selected_file(rel, st):
+        base = posixpath.basename(rel)
+        if exclude and _matches(rel, base, exclude):
+            return False
+        if include and not _matches(rel, base, include):
+            return False
+        return not (cutoff is not None and st.st_mtime < cutoff)
+
+    if not stat.S_ISDIR(root_st.st_mode):
+        if selected_file(posixpath.basename(root), root_st):
+            yield root, root_arc, root_st
+        return
+    if root_arc:
+        yield root, root_arc, root_st
+    stack = [('', root)]
+    while stack:
+        rel_dir, abs_dir = stack.pop()
+        try:
+            names = sorted(os.listdir(abs_dir))
+        except OSError as exc:
+            raise BackupError(f'cannot list {abs_dir}: {exc}')
+        subdirs = []
+        for name in names:
+            abs_path = os.path.join(abs_dir, name)
+            rel = posixpath.join(rel_dir, name) if rel_dir else name
+            try:
+                st = os.lstat(abs_path)
+            except FileNotFoundError:
+                continue  # vanished while walking
+            if stat.S_ISDIR(st.st_mode):
+                if exclude and _matches(rel, name, exclude):
+                    continue
+                yield abs_path, arc(rel), st
+                subdirs.append((rel, abs_path))
+            elif selected_file(rel, st):
+                yield abs_path, arc(rel), st
+        stack.extend(reversed(subdirs))
+
+
+# ---------------------------------------------------------------------------
+# Create
+
+
+def _compressor(compression, fileobj, level):
+    if compression == 'zstd':
+        cctx = zstandard.ZstdCompressor(level=level)
+        try:
+            return cctx.stream_writer(fileobj, closefd=False)
+        except TypeError:  # zstandard < 0.15
+            return cctx.stream_writer(fileobj)
+    return gzip.GzipFile(filename='', mode='wb', fileobj=fileobj, compresslevel=level, mtime=0)
+
+
+def _decompressor(compression, fileobj):
+    if compression == 'zstd':
+        if not HAS_ZSTANDARD:
+            raise BackupError('this backup is zstd-compressed and the Python "zstandard" package is missing '
+                              '(install python3-zstandard, or use: age -d -i KEY FILE | zstd -d | tar x)')
+        dctx = zstandard.ZstdDecompressor()
+        try:
+            return dctx.stream_reader(fileobj, read_size=COPY_SIZE, closefd=False)
+        except TypeError:  # zstandard < 0.15
+            return dctx.stream_reader(fileobj, read_size=COPY_SIZE)
+    if compression == 'gzip':
+        return gzip.GzipFile(filename='', mode='rb', fileobj=fileobj)
+    raise BackupIntegrityError(f'unknown compression {compression!r} in manifest')
+
+
+def _tarinfo(name, st, kind, size=0, linkname=''):
+    info = tarfile.TarInfo(name)
+    info.mode = stat.S_IMODE(st.st_mode) if st is not None else 0o600
+    info.mtime = int(st.st_mtime) if st is not None else int(time.time())
+    if st is not None:
+        info.uid, info.gid = st.st_uid, st.st_gid
+    info.type = kind
+    info.size = size
+    info.linkname = linkname
+    return info
+
+
+def _spool_command(command, dest):
+    """Run a command, spooling stdout (hashed) into a bounded SpooledTemporaryFile in ``dest``."""
+    # Closed explicitly: the spool is handed to the caller.
+    spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY, dir=dest)  # noqa: SIM115
+    errfile = tempfile.TemporaryFile(dir=dest)  # noqa: SIM115
+    sha = hashlib.sha256()
+    size = 0
+    env = None
+    if command['env']:
+        env = dict(os.environ)
+        env.update({str(k): str(v) for k, v in command['env'].items()})
+    args = command['argv'] if command['argv'] else ['/bin/sh', '-c', command['shell']]
+    try:
+        try:
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errfile, env=env)
+        except OSError as exc:
+            raise BackupCommandError('command for {} ({}) could not start: {}'.format(command['name'], args[0], exc))
+        deadline = None if not command['timeout'] else time.monotonic() + float(command['timeout'])
+        timed_out = False
+        try:
+            while True:
+                chunk = proc.stdout.read(COPY_SIZE)
+                if not chunk:
+                    break
+                spool.write(chunk)
+                sha.update(chunk)
+                size += len(chunk)
+                if deadline is not None and time.monotonic() > deadline:
+                    timed_out = True
+                    break
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            proc.stdout.close()
+        if timed_out:
+            proc.kill()
+        try:
+            remaining = None if deadline is None else max(0.1, deadline - time.monotonic())
+            status = proc.wait(timeout=remaining)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            status = proc.wait()
+            timed_out = True
+        if timed_out or status != 0:
+            errfile.seek(0, os.SEEK_END)
+            errfile.seek(max(0, errfile.tell() - STDERR_TAIL))
+            tail = errfile.read().decode('utf-8', 'replace').strip()
+            what = 'timed out after {}s'.format(command['timeout']) if timed_out else (
+                f'was killed by signal {-status}' if status < 0 else f'exited with status {status}')
+            raise BackupCommandError('command for {} ({}) {}{}'.format(
+                command['name'], ' '.join(args)[:200], what, ': ' + tail if tail else ' (no stderr output)'))
+    except BaseException:
+        spool.close()
+        raise
+    finally:
+        errfile.close()
+    spool.seek(0)
+    return spool, size, sha.hexdigest()
+
+
+def backup_name(now, compression, prefix='', seq=0):
+    stamp = now.astimezone(_UTC).strftime(STAMP_FORMAT)
+    return prefix + stamp + (f'-{seq}' if seq else '') + SUFFIXES[compression]
+
+
+def _parse_keys(recipients, passphrase):
+    recips = [age.parse_recipient(r) for r in _as_list(recipients)]
+    if not recips and passphrase is None:
+        raise BackupConfigError('backups need at least one age recipient (age1...) or a passphrase')
+    if recips and passphrase is not None:
+        raise BackupConfigError('a passphrase cannot be combined with recipients (age allows only one scrypt recipient)')
+    return recips
+
+
+def create(dest, sources=(), recipients=None, passphrase=None, commands=(), prefix='', lock_timeout=0,
+           lock=True, compression=None, compression_level=None, work_factor=age.DEFAULT_WORK_FACTOR,
+           now=None, host=None):
+    """Write one encrypted backup into ``dest``; return its description (a dict).
+
+    :param sources: see :func:`normalize_sources`.
+    :param commands: see :func:`normalize_commands`; their stdout becomes entries.
+    :param recipients: ``age1...`` public keys (or a list); or ``passphrase`` for scrypt.
+    :param lock_timeout: seconds to wait for another run (0: fail at once, None: forever).
+    :param lock: False when the caller already holds :class:`BackupLock` on ``dest``.
+    :param compression: ``'zstd'``/``'gzip'``; default zstd when available.
+    :param now: creation time (aware datetime) for the name and manifest; default now.
+    :returns: dict with ``archive``, ``manifest``, ``name``, ``size``, ``sha256``,
+        ``entries`` (count), ``plaintext_size``, ``duration``, ``compression``, ``warnings``.
+    :raises BackupLockedError, BackupCommandError, BackupConfigError, BackupError:
+        nothing was written then (temp files removed, older backups untouched).
+    """
+    started = time.monotonic()
+    if not age.HAS_CRYPTOGRAPHY:
+        raise BackupError('the Python "cryptography" package is required for encrypted backups')
+    dest = os.path.abspath(dest)
+    if not os.path.isdir(dest):
+        raise BackupConfigError(f'backup destination {dest} is not a directory')
+    if compression is None:
+        compression = 'zstd' if HAS_ZSTANDARD else 'gzip'
+    if compression not in SUFFIXES:
+        raise BackupConfigError(f'compression must be zstd or gzip, not {compression!r}')
+    if compression == 'zstd' and not HAS_ZSTANDARD:
+        raise BackupConfigError('zstd compression needs the Python "zstandard" package')
+    if compression_level is None:
+        compression_level = ZSTD_LEVEL if compression == 'zstd' else GZIP_LEVEL
+    recips = _parse_keys(recipients, passphrase)
+    norm_sources = normalize_sources(sources)
+    norm_commands = normalize_commands(commands)
+    if not norm_sources and not norm_commands:
+        raise BackupConfigError('nothing to back up: give sources and/or commands')
+    now = now or utcnow()
+    if now.tzinfo is None:
+        raise BackupConfigError('now must be timezone-aware')
+    host = host or socket.gethostname()
+
+    guard = BackupLock(dest, lock_timeout) if lock else _NoLock()
+    with guard:
+        _cleanup_stale(dest)
+        seq = 0
+        name = backup_name(now, compression, prefix)
+        while os.path.lexists(os.path.join(dest, name)) or os.path.lexists(os.path.join(dest, name + MANIFEST_SUFFIX)):
+            seq += 1
+            name = backup_name(now, compression, prefix, seq)
+        archive = os.path.join(dest, name)
+        tmp_archive = tmp_manifest = None
+        try:
+            fd, tmp_archive = tempfile.mkstemp(prefix=f'.{name}.tmp-', suffix=TMP_SUFFIX, dir=dest)
+            os.close(fd)
+            fd, tmp_manifest = tempfile.mkstemp(prefix='.%s.tmp-' % (name + MANIFEST_SUFFIX), suffix=TMP_SUFFIX, dir=dest)
+            os.close(fd)
+            try:
+                entries, warnings, hashing = _write_archive(
+                    tmp_archive, dest, norm_sources, norm_commands, recips, passphrase, work_factor,
+                    compression, compression_level, now)
+            except OSError as exc:
+                raise BackupError(f'backup {name}: writing {dest} failed: {_describe_oserror(exc)}')
+            manifest = {
+                'format': MANIFEST_FORMAT,
+                'version': MANIFEST_VERSION,
+                'name': name,
+                'created': _iso(now),
+                'host': host,
+                'tool': TOOL,
+                'tool_version': VERSION,
+                'compression': compression,
+                'compression_level': compression_level,
+                'encryption': 'age-v1',
+                'passphrase': passphrase is not None,
+                'recipients': [age.recipient_fingerprint(r) for r in recips],
+                'sources': [dict(s) for s in norm_sources],
+                'commands': [{'name': c['name'], 'argv': c['argv'], 'shell': c['shell']} for c in norm_commands],
+                'entries': entries,
+                'plaintext_size': sum(e.get('size', 0) for e in entries),
+                'archive': {'size': hashing.size, 'sha256': hashing.sha256.hexdigest()},
+                'warnings': warnings,
+                'duration': round(time.monotonic() - started, 3),
+            }
+            try:
+                with _open_output(tmp_manifest) as handle:
+                    writer = _HashingWriter(handle)
+                    writer.write(json.dumps(manifest, indent=1, sort_keys=True).encode('utf-8') + b'\n')
+                    os.fsync(handle.fileno())
+                os.chmod(tmp_manifest, 0o600)
+                os.rename(tmp_manifest, manifest_path(archive))
+                tmp_manifest = None
+                os.rename(tmp_archive, archive)
+                tmp_archive = None
+                _fsync_dir(dest)
+            except OSError as exc:
+                _unlink_quiet(manifest_path(archive))
+                raise BackupError(f'backup {name}: writing the manifest in {dest} failed: {_describe_oserror(exc)}')
+        finally:
+            for path in (tmp_archive, tmp_manifest):
+                if path is not None:
+                    _unlink_quiet(path)
+    return {
+        'name': name,
+        'archive': archive,
+        'manifest': manifest_path(archive),
+        'created': manifest['created'],
+        'size': manifest['archive']['size'],
+        'sha256': manifest['archive']['sha256'],
+        'entries': len(entries),
+        'plaintext_size': manifest['plaintext_size'],
+        'compression': compression,
+        'warnings': warnings,
+        'duration': round(time.monotonic() - started, 3),
+    }
+
+
+def _write_archive(path, dest, sources, commands, recips, passphrase, work_factor, compression, level, now):
+    entries = []
+    warnings = []
+    seen = set()
+    now_ts = now.timestamp()
+    with _open_output(path) as raw:
+        hashing = _HashingWriter(raw)
+        encryptor = age.Encryptor(hashing, recips or None, passphrase=passphrase, work_factor=work_factor)
+        compressor = tar = None
+        try:
+            compressor = _compressor(compression, encryptor, level)
+            tar = tarfile.open(fileobj=compressor, mode='w|', format=tarfile.PAX_FORMAT, bufsize=COPY_SIZE)  # noqa: SIM115
+            tar.copybufsize = COPY_SIZE
+            for command in commands:
+                if command['name'] in seen:
+                    raise BackupConfigError('two entries are named {}'.format(command['name']))
+                seen.add(command['name'])
+                spool, size, digest = _spool_command(command, dest)
+                with spool:
+                    info = _tarinfo(command['name'], None, tarfile.REGTYPE, size)
+                    info.mode = 0o600
+                    tar.addfile(info, spool)
+                entries.append({'name': command['name'], 'type': 'file', 'size': size,
+                                'sha256': digest, 'mode': '0600', 'command': True})
+            for source in sources:
+                for abs_path, arcname, st in _walk_source(source, now_ts):
+                    if arcname in seen:
+                        continue
+                    entry = _add_path(tar, abs_path, arcname, st, warnings)
+                    if entry is not None:
+                        seen.add(arcname)
+                        entries.append(entry)
+            tar.close()
+            compressor.close()
+        except BaseException:
+            # Abort first: nothing written afterwards reaches the file, which
+            # is deleted anyway; then silence the half-closed stream objects.
+            encryptor.abort()
+            for obj in (tar, compressor):
+                if obj is not None:
+                    try:
+                        obj.close()
+                    except Exception:  # noqa: BLE001, S110  # pylint: disable=broad-except
+                        pass  # the original error matters, not the half-closed stream's
+            raise
+        encryptor.close()
+        raw.flush()
+        os.fsync(raw.fileno())
+    return entries, warnings, hashing
+
+
+def _add_path(tar, abs_path, arcname, st, warnings):
+    mode = stat.S_IMODE(st.st_mode)
+    if stat.S_ISDIR(st.st_mode):
+        tar.addfile(_tarinfo(arcname, st, tarfile.DIRTYPE))
+        return {'name': arcname, 'type': 'dir', 'mode': f'{mode:04o}'}
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            target = os.readlink(abs_path)
+        except OSError as exc:
+            warnings.append(f'skipped {abs_path}: {exc}')
+            return None
+        tar.addfile(_tarinfo(arcname, st, tarfile.SYMTYPE, linkname=target))
+        return {'name': arcname, 'type': 'symlink', 'linkname': target, 'mode': f'{mode:04o}'}
+    if not stat.S_ISREG(st.st_mode):
+        warnings.append(f'skipped {abs_path}: not a regular file, directory or symlink')
+        return None
+    try:
+        handle = open(abs_path, 'rb', buffering=0)  # noqa: SIM115 (closed by the with below)
+    except FileNotFoundError:
+        warnings.append(f'skipped {abs_path}: vanished before it was read')
+        return None
+    except OSError as exc:
+        raise BackupError(f'cannot read {abs_path}: {exc}')
+    with handle:
+        fst = os.fstat(handle.fileno())
+        if not stat.S_ISREG(fst.st_mode):
+            warnings.append(f'skipped {abs_path}: replaced while reading')
+            return None
+        reader = _HashingReader(handle, fst.st_size)
+        tar.addfile(_tarinfo(arcname, fst, tarfile.REGTYPE, fst.st_size), reader)
+        if reader.short:
+            warnings.append(f'{abs_path} shrank while it was read; the entry is padded with NUL bytes')
+    return {'name': arcname, 'type': 'file', 'size': fst.st_size, 'sha256': reader.sha256.hexdigest(),
+            'mode': f'{stat.S_IMODE(fst.st_mode):04o}'}
+
+
+# ---------------------------------------------------------------------------
+# Verify
+
+
+def load_manifest(archive):
+    """Read and minimally validate the manifest of ``archive``; raise BackupIntegrityError."""
+    name = os.path.basename(archive)
+    path = manifest_path(archive)
+    try:
+        with open(path, 'rb') as handle:
+            manifest = json.loads(handle.read().decode('utf-8'))
+    except FileNotFoundError:
+        raise BackupIntegrityError(f'backup {name}: manifest {os.path.basename(path)} is missing')
+    except (OSError, ValueError) as exc:
+        raise BackupIntegrityError(f'backup {name}: manifest {os.path.basename(path)} is unreadable: {exc}')
+    if not isinstance(manifest, dict) or manifest.get('format') != MANIFEST_FORMAT:
+        raise BackupIntegrityError(f'backup {name}: {os.path.basename(path)} is not a backup manifest')
+    arch = manifest.get('archive')
+    if not isinstance(arch, dict) or not isinstance(arch.get('size'), int) or not isinstance(arch.get('sha256'), str) \
+            or not isinstance(manifest.get('entries'), list):
+        raise BackupIntegrityError(f'backup {name}: manifest {os.path.basename(path)} lacks the archive checksum or entry list')
+    return manifest
+
+
+def _parse_identities(identity, passphrase):
+    if identity is None and passphrase is None:
+        return None
+    if identity is None:
+        return []
+    if isinstance(identity, str) and '\n' in identity.strip():
+        return age.parse_identities(identity)
+    result = []
+    for item in _as_list(identity):
+        if isinstance(item, str) and os.path.isfile(item):
+            with open(item) as handle:
+                result.extend(age.parse_identities(handle.read()))
+        else:
+            result.append(age.parse_identity(item))
+    return result
+
+
+def _check_member_safe(member, name, pending_regular):
+    """Raise RestoreRefusedError for entries that must never be extracted."""
+    safe = _safe_member_name(member.name)
+    if safe is None:
+        raise RestoreRefusedError(f'backup {name}: refusing entry {member.name!r}: absolute path, ".." component or empty name')
+    if member.isdev() or member.isfifo() or not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+        raise RestoreRefusedError(f'backup {name}: refusing entry {safe}: device, FIFO or unsupported file type')
+    if member.issym():
+        target = member.linkname
+        if not target or target.startswith('/'):
+            raise RestoreRefusedError(f'backup {name}: refusing symlink {safe} -> {target}: absolute or empty link target')
+        joined = posixpath.normpath(posixpath.join(posixpath.dirname(safe), target))
+        if joined == '..' or joined.startswith(('../', '/')):
+            raise RestoreRefusedError(f'backup {name}: refusing symlink {safe} -> {target}: it points outside the target')
+    if member.islnk():
+        target = _safe_member_name(member.linkname)
+        if target is None or target not in pending_regular:
+            raise RestoreRefusedError(f'backup {name}: refusing hard link {safe} -> {member.linkname}: the target is not a file of this archive')
+    return safe
+
+
+def _scan(archive, manifest, identities, passphrase, max_work_factor, visit=None):
+    """One streaming pass: decrypt, decompress, check each entry and the archive checksum.
+
+    ``visit(member, safe_name, reader_or_None)`` is called for each entry;
+    for regular files it must read the data through ``reader`` (a hashing
+    reader) or leave it to this function. Returns the list of entry names.
+    """
+    name = os.path.basename(archive)
+    expected = {}
+    for entry in manifest['entries']:
+        if not isinstance(entry, dict) or 'name' not in entry:
+            raise BackupIntegrityError(f'backup {name}: malformed manifest entry {entry!r}')
+        expected[entry['name']] = entry
+    seen = []
+    regular = set()
+    with open(archive, 'rb') as raw:
+        counter = _CountingReader(raw)
+
+        def checksum_error():
+            counter.drain()
+            digest = counter.sha256.hexdigest()
+            if digest != manifest['archive']['sha256'] or counter.size != manifest['archive']['size']:
+                return BackupIntegrityError('backup {}: archive checksum mismatch (manifest {}, file {})'.format(name, manifest['archive']['sha256'], digest))
+            return None
+
+        try:
+            decryptor = age.Decryptor(counter, identities, passphrase=passphrase, max_work_factor=max_work_factor)
+        except age.NoIdentityMatchError:
+            to = ', '.join(manifest.get('recipients') or []) or 'a passphrase'
+            raise BackupDecryptError(f'backup {name}: none of the given identities can decrypt it (it was encrypted to {to})')
+        except age.AgeKeyError as exc:
+            raise BackupDecryptError(f'backup {name}: {exc}')
+        except age.AgeError as exc:
+            raise checksum_error() or BackupIntegrityError(f'backup {name}: corrupt age header: {exc}')
+        try:
+            stream = _decompressor(manifest.get('compression'), decryptor)
+            try:
+                tar = tarfile.open(fileobj=stream, mode='r|', bufsize=COPY_SIZE)  # noqa: SIM115 (stream closed below)
+                for member in tar:
+                    safe = _check_member_safe(member, name, regular)
+                    entry = expected.get(safe)
+                    if entry is None:
+                        raise BackupIntegrityError(f'backup {name}: entry {safe} is not in the manifest')
+                    if safe in seen:
+                        raise BackupIntegrityError(f'backup {name}: entry {safe} appears twice')
+                    seen.append(safe)
+                    kind = 'file' if member.isfile() else 'dir' if member.isdir() else \
+                        'symlink' if member.issym() else 'hardlink'
+                    if entry.get('type') != kind:
+                        raise BackupIntegrityError('backup {}: entry {} is a {}, the manifest says {}'.format(name, safe, kind, entry.get('type')))
+                    if kind in ('symlink', 'hardlink') and entry.get('linkname') not in (None, member.linkname):
+                        raise BackupIntegrityError(f'backup {name}: link {safe} target differs from the manifest')
+                    if kind == 'file':
+                        regular.add(safe)
+                        reader = _HashingReader(tar.extractfile(member), member.size)
+                        if visit is not None:
+                            visit(member, safe, reader)
+                        while reader.read(COPY_SIZE):
+                            pass
+                        if reader.short or member.size != entry.get('size') or reader.sha256.hexdigest() != entry.get('sha256'):
+                            raise BackupIntegrityError(f'backup {name}: entry {safe} does not match the manifest '
+                                                       f'(size {member.size}, sha256 {reader.sha256.hexdigest()})')
+                    elif visit is not None:
+                        visit(member, safe, None)
+                missing = [n for n in expected if n not in set(seen)]
+                if missing:
+                    raise BackupIntegrityError(f'backup {name}: {len(missing)} manifest entries are missing from the '
+                                               f'archive: {", ".join(missing[:5])}')
+                while stream.read(COPY_SIZE):  # gzip/zstd trailer checks
+                    pass
+            finally:
+                stream.close()
+            decryptor.finish()
+        except age.AgeIntegrityError as exc:
+            raise checksum_error() or BackupIntegrityError(f'backup {name}: decryption failed, the archive is damaged: {exc}')
+        except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, _ZstdError) as exc:
+            raise checksum_error() or BackupIntegrityError(f'backup {name}: corrupt archive content: {exc}')
+        except BackupIntegrityError:
+            err = checksum_error()
+            if err is not None:
+                raise err
+            raise
+        counter.drain()
+    digest = counter.sha256.hexdigest()
+    if digest != manifest['archive']['sha256'] or counter.size != manifest['archive']['size']:
+        raise BackupIntegrityError('backup {}: archive checksum mismatch (manifest {}, file {})'.format(name, manifest['archive']['sha256'], digest))
+    return seen
+
+
+def _shallow(archive, manifest):
+    name = os.path.basename(archive)
+    try:
+        size = os.path.getsize(archive)
+    except OSError as exc:
+        raise BackupIntegrityError(f'backup {name}: archive unreadable: {exc}')
+    if size != manifest['archive']['size']:
+        raise BackupIntegrityError(f'backup {name}: archive size mismatch '
+                                   f'(manifest {manifest["archive"]["size"]} bytes, file {size} bytes)')
+    sha = hashlib.sha256()
+    with open(archive, 'rb') as handle:
+        while True:
+            chunk = handle.read(1024 * 1024)
+            if not chunk:
+                break
+            sha.update(chunk)
+    if sha.hexdigest() != manifest['archive']['sha256']:
+        raise BackupIntegrityError('backup {}: archive checksum mismatch (manifest {}, file {})'.format(name, manifest['archive']['sha256'], sha.hexdigest()))
+
+
+def verify(archive, identity=None, passphrase=None, mark=False, max_work_factor=age.MAX_WORK_FACTOR):
+    """Verify a backup; deep when ``identity`` (or ``passphrase``) is given, shallow otherwise.
+
+    Shallow: manifest present and readable, archive size and SHA-256 match.
+    Deep (one streaming pass): additionally decrypt, decompress and check every
+    entry's type, size and SHA-256 against the manifest, with no entry missing
+    or extra, and every entry safe to restore. ``mark`` writes the
+    ``NAME.verified`` marker after a successful deep verification.
+
+    :returns: dict ``name, archive, mode ('shallow'|'deep'), size, entries``.
+    :raises BackupIntegrityError, BackupDecryptError, RestoreRefusedError.
+    """
+    archive = os.path.abspath(archive)
+    manifest = load_manifest(archive)
+    identities = _parse_identities(identity, passphrase)
+    if identities is None:
+        _shallow(archive, manifest)
+        mode = 'shallow'
+    else:
+        _scan(archive, manifest, identities or None, passphrase, max_work_factor)
+        mode = 'deep'
+        if mark:
+            _write_marker(archive)
+    return {'name': os.path.basename(archive), 'archive': archive, 'mode': mode,
+            'size': manifest['archive']['size'], 'entries': len(manifest['entries']),
+            'created': manifest.get('created')}
+
+
+def _write_marker(archive):
+    path = verified_path(archive)
+    tmp = f'{path}.tmp-{os.getpid()}'
+    try:
+        with open(tmp, 'w') as handle:
+            json.dump({'verified': _iso(utcnow()), 'mode': 'deep', 'tool_version': VERSION}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.rename(tmp, path)
+    except OSError as exc:
+        _unlink_quiet(tmp)
+        raise BackupError(f'backup {os.path.basename(archive)}: cannot write the verification marker: {exc}')
+
+
+# ---------------------------------------------------------------------------
+# Restore
+
+
+def _selected(name, only):
+    if not only:
+        return True
+    for pattern in only:
+        pattern = pattern.strip('/')
+        if name == pattern or name.startswith(pattern + '/') or fnmatch.fnmatchcase(name, pattern):
+            return True
+    return False
+
+
+def _inside(path, root):
+    return path == root or path.startswith(root.rstrip('/') + '/')
+
+
+def restore(archive, target, identity=None, passphrase=None, overwrite=False, only=None, restore_owner=False,
+            max_work_factor=age.MAX_WORK_FACTOR):
+    """Deep-verify ``archive`` and extract it (or the entries matching ``only``) into ``target``.
+
+    One streaming pass: entries are checked (absolute paths, ``..``, symlinks
+    or hard links escaping the target, devices: :class:`RestoreRefusedError`)
+    and written into a private staging directory ``target/.restore-*``
+    while every entry's SHA-256 and the archive checksum are verified. Only
+    when the whole archive verified are the entries renamed into place (each
+    rename is atomic); on any failure the staging directory is removed and
+    ``target`` is left as it was. Existing non-directories are refused
+    (before decrypting, from the manifest) unless ``overwrite``. Parents that
+    resolve outside ``target`` (pre-existing symlinks) are refused. Modes and
+    mtimes are restored; owners only when ``restore_owner`` and running as root.
+
+    :returns: dict ``name, target, files, dirs, links, bytes``.
+    """
+    archive = os.path.abspath(archive)
+    name = os.path.basename(archive)
+    if identity is None and passphrase is None:
+        raise BackupConfigError('restore needs an identity (AGE-SECRET-KEY-1...) or the passphrase')
+    manifest = load_manifest(archive)
+    identities = _parse_identities(identity, passphrase) or None
+    only = _as_list(only)
+    target = os.path.abspath(target)
+    os.makedirs(target, exist_ok=True)
+    real_target = os.path.realpath(target)
+
+    selected = []
+    for entry in manifest['entries']:
+        safe = _safe_member_name(str(entry.get('name', '')))
+        if safe is not None and _selected(safe, only):
+            selected.append((safe, entry.get('type')))
+    if only and not selected:
+        raise RestoreRefusedError(f'backup {name}: no entry matches {", ".join(only)}')
+    conflicts = []
+    for safe, kind in selected:
+        path = os.path.join(real_target, safe)
+        if not os.path.lexists(path):
+            continue
+        if kind == 'dir':
+            if not os.path.isdir(path):
+                conflicts.append(safe + ' (exists and is not a directory)')
+        elif os.path.isdir(path) and not os.path.islink(path):
+            conflicts.append(safe + ' (is a directory)')
+        elif not overwrite:
+            conflicts.append(safe)
+    if conflicts:
+        raise RestoreRefusedError(f'backup {name}: refusing to overwrite {len(conflicts)} existing path(s) in {target} '
+                                  f'(use overwrite): {", ".join(conflicts[:10])}')
+
+    staging = tempfile.mkdtemp(prefix='.restore-', dir=real_target)
+    stats = {'name': name, 'target': target, 'files': 0, 'dirs': 0, 'links': 0, 'bytes': 0}
+    as_root = restore_owner and hasattr(os, 'geteuid') and os.geteuid() == 0
+    mode_mask = 0o7777 if as_root else 0o1777
+    members = []
+
+    def staged_parent(safe):
+        parent = os.path.join(staging, posixpath.dirname(safe))
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+        if not _inside(os.path.realpath(parent), staging):
+            raise RestoreRefusedError(f'backup {name}: refusing {safe}: its directory resolves outside the target')
+        return parent
+
+    def stage(member, safe, reader):
+        if not _selected(safe, only):
+            return
+        path = os.path.join(staged_parent(safe), posixpath.basename(safe))
+        if member.isdir():
+            if not os.path.isdir(path):
+                os.mkdir(path, 0o700)
+        elif member.issym():
+            os.symlink(member.linkname, path)
+            if not _inside(os.path.realpath(path), staging):
+                raise RestoreRefusedError(f'backup {name}: refusing symlink {safe} -> {member.linkname}: '
+                                          'it resolves outside the target')
+        elif member.islnk():
+            source = os.path.join(staging, _safe_member_name(member.linkname))
+            if not os.path.isfile(source) or os.path.islink(source):
+                raise RestoreRefusedError(f'backup {name}: refusing hard link {safe}: target {member.linkname} '
+                                          'was not restored')
+            os.link(source, path)
+        else:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0), 0o600)
+            with os.fdopen(fd, 'wb') as out:
+                while True:
+                    chunk = reader.read(COPY_SIZE)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                if as_root:
+                    os.fchown(out.fileno(), member.uid, member.gid)
+                os.fchmod(out.fileno(), member.mode & mode_mask)
+            os.utime(path, (member.mtime, member.mtime))
+        members.append((safe, member))
+
+    try:
+        _scan(archive, manifest, identities, passphrase, max_work_factor, visit=stage)
+        dirs = []
+        for safe, member in members:
+            final_parent = os.path.join(real_target, posixpath.dirname(safe))
+            os.makedirs(final_parent, exist_ok=True)
+            if not _inside(os.path.realpath(final_parent), real_target):
+                raise RestoreRefusedError(f'backup {name}: refusing {safe}: its directory resolves outside {target}')
+            final = os.path.join(final_parent, posixpath.basename(safe))
+            if member.isdir():
+                if not os.path.isdir(final):
+                    os.mkdir(final, 0o700)
+                if not _inside(os.path.realpath(final), real_target):
+                    raise RestoreRefusedError(f'backup {name}: refusing {safe}: it resolves outside {target}')
+                dirs.append((final, member))
+                stats['dirs'] += 1
+                continue
+            if os.path.lexists(final) and not overwrite:  # appeared since the check above
+                raise RestoreRefusedError(f'backup {name}: refusing to overwrite {final}')
+            os.rename(os.path.join(staging, safe), final)
+            if member.isfile():
+                stats['files'] += 1
+                stats['bytes'] += member.size
+            else:
+                stats['links'] += 1
+                if as_root and member.issym():
+                    os.lchown(final, member.uid, member.gid)
+        for final, member in reversed(dirs):
+            if as_root:
+                os.chown(final, member.uid, member.gid)
+            os.chmod(final, member.mode & mode_mask)
+            os.utime(final, (member.mtime, member.mtime))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    _fsync_dir(real_target)
+    return stats
+
+
+# ---------------------------------------------------------------------------
+# Listing and retention
+
+
+def parse_backup_name(name):
+    """Return ``(prefix, time, compression)`` of a backup file name, or None."""
+    match = _NAME_RE.match(name)
+    if match is None:
+        return None
+    moment = datetime.datetime.strptime(match.group('stamp'), STAMP_FORMAT).replace(tzinfo=_UTC)
+    return match.group('prefix'), moment, 'zstd' if match.group('comp') == 'zst' else 'gzip'
+
+
+def list_backups(dest, prefix=None):
+    """Backups in ``dest`` (optionally with the name ``prefix``), newest first.
+
+    Each is a dict ``name, archive, manifest (path or None), time (ISO),
+    size, compression, verified (bool), verified_at``. ``verified`` comes
+    from the ``NAME.verified`` marker written by a deep verification (or a
+    ``verified`` field in the manifest).
+    """
+    dest = os.path.abspath(dest)
+    result = []
+    for entry in os.listdir(dest):
+        parsed = parse_backup_name(entry)
+        if parsed is None or (prefix is not None and parsed[0] != prefix):
+            continue
+        path = os.path.join(dest, entry)
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            continue
+        moment = parsed[1]
+        manifest = None
+        verified_at = None
+        if os.path.exists(manifest_path(path)):
+            manifest = manifest_path(path)
+            try:
+                with open(manifest) as handle:
+                    data = json.load(handle)
+                moment = retention.parse_time(data.get('created')) if data.get('created') else moment
+                verified_at = data.get('verified') or None
+            except (OSError, ValueError):
+                pass
+        try:
+            with open(verified_path(path)) as handle:
+                verified_at = json.load(handle).get('verified') or verified_at or 'unknown'
+        except (OSError, ValueError):
+            pass
+        result.append({'name': entry, 'archive': path, 'manifest': manifest, 'time': _iso(moment),
+                       'size': size, 'compression': parsed[2], 'verified': verified_at is not None,
+                       'verified_at': verified_at, '_moment': moment})
+    result.sort(key=lambda b: (b['_moment'], b['name']), reverse=True)
+    for item in result:
+        del item['_moment']
+    return result
+
+
+def apply_retention(dest, policy, dry_run=False, prefix=None, lock_timeout=0, lock=True):
+    """Prune backups in ``dest`` with :func:`retention.plan`; return what was (or would be) deleted.
+
+    Call it only after a *successful* :func:`create` (never after a failed
+    one: the caller decides). The newest backup with a verification marker
+    is protected; when none is marked, the newest one that passes shallow
+    verification is. Archive, manifest and marker are deleted together.
+
+    :returns: dict ``prune`` (names), ``keep`` (names), ``protected`` (name or
+        None), ``reasons`` and ``dry_run``.
+    """
+    dest = os.path.abspath(dest)
+    guard = BackupLock(dest, lock_timeout) if lock and not dry_run else _NoLock()
+    with guard:
+        backups = list_backups(dest, prefix)
+        protected = None
+        for item in backups:
+            if item['verified']:
+                protected = item['name']
+                break
+        if protected is None:
+            for item in backups:
+                try:
+                    verify(item['archive'])
+                except BackupError:
+                    continue
+                protected = item['name']
+                break
+        snapshots = [{'id': b['name'], 'time': b['time']} for b in backups]
+        result = retention.plan(snapshots, policy, protect=[protected] if protected else [])
+        prune = result.remove_ids
+        if not dry_run:
+            for item in prune:
+                path = os.path.join(dest, item)
+                for victim in (path, manifest_path(path), verified_path(path)):
+                    _unlink_quiet(victim)
+            if prune:
+                _fsync_dir(dest)
+    return {'prune': prune, 'keep': result.keep_ids, 'protected': protected, 'reasons': result.reasons,
+            'dry_run': bool(dry_run)}
