@@ -10,17 +10,19 @@ Ansible does (``ansible_collections.prodready.vps.plugins...``), so a temporary
 collections shipped by the ``ansible`` package remain importable too.
 """
 
-import os
+import atexit
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-TESTDATA = Path(os.environ.get("PRODREADY_TESTDATA", REPO_ROOT.parent / "shared" / "testdata"))
 
 
 def _install_collection_path():
     base = Path(tempfile.mkdtemp(prefix="prodready-unit-"))
+    # rmtree removes the link, never what it points to.
+    atexit.register(shutil.rmtree, str(base), True)
     ns = base / "ansible_collections" / "prodready"
     ns.mkdir(parents=True)
     (ns / "vps").symlink_to(REPO_ROOT, target_is_directory=True)
