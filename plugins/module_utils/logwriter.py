@@ -67,10 +67,9 @@ def stream_targets(fds, service, log_dir):
 
 
 class Stream(object):
-    """One FIFO and its log file: writes whole lines, reopens on request."""
+    """One log file fed from a FIFO: writes whole lines, reopens on request."""
 
-    def __init__(self, fd, path, mode=0o640):
-        self.fd = fd
+    def __init__(self, path, mode=0o640):
         self.path = path
         self.mode = mode
         self.partial = b''
@@ -115,7 +114,7 @@ class Stream(object):
 
 class LogWriter(object):
     def __init__(self, targets):
-        self.streams = dict((fd, Stream(fd, path)) for fd, path in targets.items())
+        self.streams = dict((fd, Stream(path)) for fd, path in targets.items())
         self.reopen_requested = False
         self.stop_requested = False
 

@@ -41,7 +41,7 @@ def test_stream_targets_by_suffix(tmp_path):
 
 def test_stream_writes_whole_lines_only(tmp_path):
     path = tmp_path / 'a.log'
-    stream = logwriter.Stream(-1, str(path))
+    stream = logwriter.Stream(str(path))
     stream.feed(b'one\ntw')
     assert path.read_bytes() == b'one\n'
     stream.feed(b'o\nthree')
@@ -53,7 +53,7 @@ def test_stream_writes_whole_lines_only(tmp_path):
 def test_stream_splits_overlong_partial_line(tmp_path, monkeypatch):
     monkeypatch.setattr(logwriter, 'MAX_PARTIAL', 10)
     path = tmp_path / 'a.log'
-    stream = logwriter.Stream(-1, str(path))
+    stream = logwriter.Stream(str(path))
     stream.feed(b'x' * 25)
     assert path.read_bytes() == b'x' * 25
     stream.close()
