@@ -34,7 +34,8 @@ Design: the helper is the unit's main process and the app is its child::
 * SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGABRT are forwarded
   to the app (SIGTERM and SIGINT also send ``STOPPING=1``), so the app drains
   gracefully on stop, reloads on ``systemctl reload`` and dumps core on a
-  watchdog timeout. ``KillMode=mixed`` makes systemd signal only the helper
+  watchdog timeout. Each forwarded signal is followed by SIGCONT, as systemd
+  does, so a stopped (hung) app acts on it at once. ``KillMode=mixed`` makes systemd signal only the helper
   first, so the app gets each signal exactly once (with the default
   ``control-group`` it would get SIGTERM twice, and many apps treat a second
   SIGTERM as "exit now").
@@ -351,6 +352,9 @@ class Supervisor:
         elif self.child.returncode is None:
             try:
                 os.kill(self.child.pid, signum)
+                # As systemd does: wake a stopped (SIGSTOP, hung) app so the
+                # signal is acted on now, not after the final SIGKILL.
+                os.kill(self.child.pid, signal.SIGCONT)
             except OSError:
                 pass
 

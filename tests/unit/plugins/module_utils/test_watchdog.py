@@ -440,6 +440,21 @@ def test_helper_dies_by_the_clean_signal_that_killed_the_child():
     assert 'app killed by SIGTERM' in done.err
 
 
+def test_helper_wakes_a_stopped_child_so_the_signal_acts_at_once():
+    """A hung (SIGSTOPped) app still dies on the watchdog's SIGABRT, without waiting for SIGKILL."""
+    proc = start_helper([sys.executable, '-c', CHILD_SLEEPS])
+    try:
+        first = wait_for_line(proc.stdout, 'up')
+        child_pid = int(first.split()[0])
+        os.kill(child_pid, signal.SIGSTOP)
+        proc.send_signal(signal.SIGABRT)
+        done = finish(proc)
+    finally:
+        kill_group(proc)
+    assert done.code == 128 + signal.SIGABRT
+    assert 'app killed by SIGABRT' in done.err
+
+
 def test_helper_exit_status_when_the_child_is_killed():
     proc = start_helper([sys.executable, '-c', CHILD_SLEEPS])
     try:
