@@ -352,6 +352,18 @@ class App {
         }, 50);
         return [200, { status: 'ok', frozen_s: seconds }];
       }
+      case '/debug/write': {
+        // Sandbox tests: try to write a file as this process; a written file
+        // is left in place. EROFS: read-only path, ENOENT: hidden path.
+        const target = query.get('path') || '';
+        if (!target.startsWith('/')) return [200, { path: target, written: false, error: 'EINVAL', detail: 'path must be absolute' }];
+        try {
+          fs.writeFileSync(target, `written by ${process.pid}\n`);
+        } catch (err) {
+          return [200, { path: target, written: false, error: err.code || String(err), detail: err.message }];
+        }
+        return [200, { path: target, written: true, error: null }];
+      }
       case '/debug/exit': {
         const code = Math.floor(number('code', 1, 255));
         setTimeout(() => process.exit(code), 100);

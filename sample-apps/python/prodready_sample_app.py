@@ -29,6 +29,7 @@ Access log lines go to stdout, errors to stderr, one flushed line each.
 Run: ``python3 prodready_sample_app.py`` (Python 3.9+).
 """
 
+import errno
 import json
 import os
 import platform
@@ -57,6 +58,24 @@ PROBE_PATHS = ('/health', '/ready', '/status')
 OUTPUT_LOCK = threading.Lock()
 APP_TAG = 'prodready-sample-app'
 
+
+
+def write_probe(path):
+    """Try to write a small file at ``path`` as this process (sandbox tests).
+
+    Returns ``written`` and, when the write fails, the errno name (``EROFS``
+    for a read-only path, ``ENOENT`` for a hidden one...). A written file is
+    left in place so a test can look for it.
+    """
+    if not path.startswith('/'):
+        return {'path': path, 'written': False, 'error': 'EINVAL', 'detail': 'path must be absolute'}
+    try:
+        with open(path, 'w', encoding='utf-8') as handle:
+            handle.write('written by %d\n' % os.getpid())
+    except OSError as err:
+        return {'path': path, 'written': False, 'error': errno.errorcode.get(err.errno, str(err.errno)),
+                'detail': err.strerror}
+    return {'path': path, 'written': True, 'error': None}
 
 class ConfigError(Exception):
     pass
@@ -560,6 +579,8 @@ class App:
             seconds = _query_number(query, 's', 5, 3600)
             self.freeze_until = time.monotonic() + seconds
             return 200, {'status': 'ok', 'frozen_s': seconds}, {}
+        if path == '/debug/write':
+            return (200, write_probe(query.get('path', [''])[0]), {})
         if path == '/debug/exit':
             code = int(_query_number(query, 'code', 1, 255))
             threading.Timer(0.1, os._exit, (code,)).start()

@@ -220,6 +220,18 @@ def test_memory_balloon(start_app):
     assert app.get('/debug/balloon?mb=lots')[0] == 400
 
 
+def test_debug_write_probe(start_app, tmp_path):
+    """The sandbox tests ask the app itself to write: the result names the errno."""
+    app = start_app({'APP_DEBUG': '1'})
+    target = tmp_path / 'probe.txt'
+    status, body = app.get(f'/debug/write?path={target}')[:2]
+    assert status == 200 and body['written'] is True and body['error'] is None
+    assert target.read_text().startswith('written by ')
+    body = app.get(f'/debug/write?path={tmp_path}/missing/probe.txt')[1]
+    assert body['written'] is False and body['error'] == 'ENOENT'
+    assert app.get('/debug/write?path=relative.txt')[1]['error'] == 'EINVAL'
+
+
 def test_debug_exit(start_app):
     app = start_app({'APP_DEBUG': '1'})
     assert app.get('/debug/exit?code=3')[0] == 200
