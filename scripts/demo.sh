@@ -10,7 +10,7 @@ image=local/prodready-debian:12
 if ! docker container inspect "$name" >/dev/null 2>&1; then
   echo "==> starting container $name from $image"
   docker run -d --name "$name" --hostname "$name" \
-    --cap-add SYS_ADMIN --cgroupns host \
+    --cap-add SYS_ADMIN --cap-add NET_ADMIN --cgroupns host \
     -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
     --tmpfs /run --tmpfs /run/lock --tmpfs /tmp \
     --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
@@ -22,6 +22,10 @@ else
   echo "==> reusing the running container $name"
 fi
 docker exec "$name" systemctl is-system-running --wait >/dev/null 2>&1 || true
+
+echo "==> installing the sample app (the demo's service) into $name"
+docker exec "$name" mkdir -p /opt/prodready-sample
+docker cp sample-apps/python/prodready_sample_app.py "$name":/opt/prodready-sample/prodready_sample_app.py
 
 echo "==> converging playbooks/site.yml on $name (inventory/demo)"
 log=$(mktemp)
@@ -38,6 +42,8 @@ echo "==================== prodready demo: $name ===================="
 docker exec "$name" bash -c '
   echo "Managed units:"
   systemctl list-units --all --no-legend --plain "prodready-*" | awk "{printf \"  %-40s %s/%s\n\", \$1, \$3, \$4}"
+  echo "Service demo-api: $(systemctl is-active demo-api), $(systemd-analyze security demo-api 2>/dev/null | grep -o "exposure level.*")"
+  python3 -c "import urllib.request as u; print(\"  /health:\", u.build_opener(u.ProxyHandler({})).open(\"http://127.0.0.1:8000/health\", timeout=5).read().decode())" || true
   echo "Log rotation (/etc/logrotate.d/prodready-*):"
   for f in /etc/logrotate.d/prodready-*; do [ -e "$f" ] && echo "  $(basename "$f"): $(grep -m1 "{" "$f" | sed "s/ {//")"; done
   echo "logrotate.timer: $(systemctl show -p TimersCalendar --value logrotate.timer | sed "s/.*OnCalendar=\([^;]*\) ;.*/\1/")"

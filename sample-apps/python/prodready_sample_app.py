@@ -59,7 +59,6 @@ OUTPUT_LOCK = threading.Lock()
 APP_TAG = 'prodready-sample-app'
 
 
-
 def write_probe(path):
     """Try to write a small file at ``path`` as this process (sandbox tests).
 
@@ -76,6 +75,7 @@ def write_probe(path):
         return {'path': path, 'written': False, 'error': errno.errorcode.get(err.errno, str(err.errno)),
                 'detail': err.strerror}
     return {'path': path, 'written': True, 'error': None}
+
 
 class ConfigError(Exception):
     pass
