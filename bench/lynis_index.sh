@@ -101,7 +101,7 @@ echo "hardening index after: $after"
 suggestions="$(sed -n 's/^suggestion\[\]=\([^|]*\)|\([^|]*\)|.*/\1|\2/p' "$work/report-after.dat" | grep -v '^LYNIS|' | head -15)"
 warnings="$(sed -n 's/^warning\[\]=\([^|]*\)|\([^|]*\)|.*/\1|\2/p' "$work/report-after.dat")"
 echo "top remaining suggestions:"
-echo "$suggestions" | sed 's/^/  /'
+while IFS= read -r line; do echo "  $line"; done <<<"$suggestions"
 
 [[ $write_docs -eq 1 ]] || exit 0
 
