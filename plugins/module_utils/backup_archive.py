@@ -74,6 +74,7 @@ import shutil
 import socket
 import stat
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -102,8 +103,10 @@ _ZstdError = zstandard.ZstdError if HAS_ZSTANDARD else _NoZstdError
 try:
     from ansible_collections.prodready.vps.plugins.module_utils import age, retention
 except ImportError:  # host-side runner: the three files side by side
-    import age  # type: ignore[no-redef]
-    import retention  # type: ignore[no-redef]
+    # ``python3 -I`` on Python 3.11+ implies -P: the script's directory is not on sys.path.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import age  # type: ignore[no-redef]  # pylint: disable=wrong-import-position
+    import retention  # type: ignore[no-redef]  # pylint: disable=wrong-import-position
 
 
 VERSION = '1.0.0'

@@ -487,3 +487,17 @@ def test_kill_9_mid_backup_side_by_side_copy(tree, keys, tmp_path):
     assert [b['name'] for b in ba.list_backups(str(dest))] == [new['name'], old['name']]
     ba.verify(old['archive'], identity=secret)
     ba.verify(new['archive'], identity=secret)
+
+
+def test_host_side_copy_imports_its_siblings_under_python_isolated_mode(tmp_path):
+    """On hosts the three files lie side by side and run under ``python3 -I``
+    (which on Python 3.11+ leaves the script's directory off sys.path)."""
+    module_dir = Path(ba.__file__).parent
+    for name in ('backup_archive.py', 'age.py', 'retention.py'):
+        shutil.copy(module_dir / name, tmp_path / name)
+    probe = ('import runpy, sys; ns = runpy.run_path(sys.argv[1]); '
+             'print(ns["age"].__name__, ns["retention"].__name__)')
+    done = subprocess.run([sys.executable, '-I', '-c', probe, str(tmp_path / 'backup_archive.py')],
+                          capture_output=True, text=True, cwd='/', timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ['age', 'retention']
