@@ -7,6 +7,13 @@ cd "$(dirname "$0")/.."
 name=prodready-demo
 image=local/prodready-debian:12
 
+# A container from an older recipe (without NET_ADMIN, which the firewall
+# needs) is replaced: it only holds the demo.
+if docker container inspect "$name" >/dev/null 2>&1 &&
+  [[ $(docker container inspect -f '{{.HostConfig.CapAdd}}' "$name") != *NET_ADMIN* ]]; then
+  echo "==> replacing $name (created by an older demo without NET_ADMIN)"
+  docker rm -f "$name" >/dev/null
+fi
 if ! docker container inspect "$name" >/dev/null 2>&1; then
   echo "==> starting container $name from $image"
   docker run -d --name "$name" --hostname "$name" \
