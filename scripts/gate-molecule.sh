@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Run `molecule test` for the given scenarios (default: all under molecule/),
-# one after another, and record "<scenario>\t<passed|failed>\t<seconds>" lines
-# in $MOLECULE_SUMMARY when set. Exit 1 when any scenario failed.
+# Run `molecule test` for the given scenarios (default: all under molecule/)
+# and record "<scenario>\t<passed|failed>\t<seconds>" lines in
+# $MOLECULE_SUMMARY when set. Exit 1 when any scenario failed.
+#
+# Scenarios run $MOLECULE_JOBS at a time (default 2: they mostly wait on apt
+# and systemd, and their container names differ); each one's output is kept
+# in a log and printed whole when it ends. Scenarios that assert timings
+# (listed in molecule/<name>/.run-alone) run afterwards, one at a time, on an
+# otherwise idle machine.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 if [[ $# -gt 0 ]]; then
@@ -10,15 +16,60 @@ else
   mapfile -t scenarios < <(for f in molecule/*/molecule.yml; do basename "$(dirname "$f")"; done | sort)
 fi
 summary=${MOLECULE_SUMMARY:-/dev/null}
-rc=0
-for scenario in "${scenarios[@]}"; do
-  t0=$SECONDS
-  echo "---- molecule test -s $scenario"
-  if molecule test -s "$scenario"; then
-    printf '%s\tpassed\t%d\n' "$scenario" $((SECONDS - t0)) >>"$summary"
+jobs=${MOLECULE_JOBS:-2}
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+
+run_one() {  # scenario [stream] -> exit status; output in $logs/<scenario>.log
+  local scenario=$1 stream=${2:-} t0=$SECONDS status=passed
+  if [[ -n $stream ]]; then
+    molecule test -s "$scenario" 2>&1 | tee "$logs/$scenario.log" || status=failed
   else
-    printf '%s\tfailed\t%d\n' "$scenario" $((SECONDS - t0)) >>"$summary"
-    rc=1
+    molecule test -s "$scenario" >"$logs/$scenario.log" 2>&1 || status=failed
   fi
+  printf '%s\t%s\t%d\n' "$scenario" "$status" $((SECONDS - t0)) >"$logs/$scenario.result"
+  [[ $status == passed ]]
+}
+
+report() {  # scenario [quiet]: print its log (unless streamed already) and record its result
+  local scenario=$1
+  if [[ -z ${2:-} ]]; then
+    echo "---- molecule test -s $scenario"
+    cat "$logs/$scenario.log"
+  fi
+  cat "$logs/$scenario.result" >>"$summary"
+  echo "---- $(cut -f1,2 "$logs/$scenario.result" | tr '\t' ' ') ($(cut -f3 "$logs/$scenario.result") s)"
+}
+
+shared=() alone=()
+for scenario in "${scenarios[@]}"; do
+  if [[ -e molecule/$scenario/.run-alone ]]; then alone+=("$scenario"); else shared+=("$scenario"); fi
+done
+
+rc=0
+running=()
+for scenario in "${shared[@]}"; do
+  while [[ ${#running[@]} -ge $jobs ]]; do
+    wait -n || true
+    still=()
+    for s in "${running[@]}"; do
+      if [[ -e $logs/$s.result ]]; then report "$s"; grep -q $'\tpassed\t' "$logs/$s.result" || rc=1
+      else still+=("$s"); fi
+    done
+    running=("${still[@]}")
+  done
+  echo "---- starting molecule test -s $scenario"
+  run_one "$scenario" &
+  running+=("$scenario")
+done
+wait
+for s in "${running[@]}"; do
+  report "$s"; grep -q $'\tpassed\t' "$logs/$s.result" || rc=1
+done
+
+for scenario in "${alone[@]}"; do
+  echo "---- starting molecule test -s $scenario (alone)"
+  run_one "$scenario" stream || true
+  report "$scenario" quiet; grep -q $'\tpassed\t' "$logs/$scenario.result" || rc=1
 done
 exit $rc
