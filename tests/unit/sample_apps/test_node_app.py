@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from common_endpoints import check_debug_write_probe
 from process_harness import ISO_UTC, connectable, free_port, get, in_background, listening_socket, longest_gap, wait_until
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -137,15 +138,7 @@ def test_memory_balloon(start_app):
 
 
 def test_debug_write_probe(start_app, tmp_path):
-    """The sandbox tests ask the app itself to write: the result names the errno."""
-    app = start_app({'APP_DEBUG': '1'})
-    target = tmp_path / 'probe.txt'
-    status, body = app.get(f'/debug/write?path={target}')[:2]
-    assert status == 200 and body['written'] is True and body['error'] is None
-    assert target.read_text().startswith('written by ')
-    body = app.get(f'/debug/write?path={tmp_path}/missing/probe.txt')[1]
-    assert body['written'] is False and body['error'] == 'ENOENT'
-    assert app.get('/debug/write?path=relative.txt')[1]['error'] == 'EINVAL'
+    check_debug_write_probe(start_app, tmp_path)
 
 
 def test_sighup_reloads_the_config_file(start_app, tmp_path):
