@@ -78,6 +78,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import traceback
 import zlib
 
 try:
@@ -90,8 +91,10 @@ try:
 except ImportError:
     zstandard = None
     HAS_ZSTANDARD = False
+    ZSTANDARD_IMPORT_ERROR = traceback.format_exc()
 else:
     HAS_ZSTANDARD = True
+    ZSTANDARD_IMPORT_ERROR = None
 
 
 class _NoZstdError(Exception):
@@ -119,6 +122,7 @@ LOCK_NAME = '.backup.lock'
 TMP_SUFFIX = '.tmp'
 ZSTD_LEVEL = 3
 GZIP_LEVEL = 6
+LEVELS = {'zstd': (1, 22), 'gzip': (1, 9)}   # accepted compression_level ranges
 COPY_SIZE = 64 * 1024          # tarfile stream buffer and copy buffer
 SPOOL_MEMORY = 1024 * 1024     # command output kept in memory up to this size
 STDERR_TAIL = 2000             # bytes of a failing command's stderr quoted in errors
@@ -419,7 +423,8 @@ def normalize_sources(sources):
     source and against the base name (a pattern containing ``/`` only against
     the relative path); ``include`` filters files only, ``exclude`` prunes
     files and directories. ``max_age_days`` keeps only files modified within
-    that many days (for logs).
+    that many days (for logs); ``newer_than_days`` is accepted as another
+    name for it.
     """
     result = []
     for item in _as_list(sources):
@@ -427,9 +432,13 @@ def normalize_sources(sources):
             item = {'path': item}
         if not isinstance(item, dict) or not item.get('path'):
             raise BackupConfigError(f'source {item!r}: expected a path or a mapping with "path"')
-        unknown = set(item) - {'path', 'include', 'exclude', 'max_age_days', 'missing_ok'}
+        unknown = set(item) - {'path', 'include', 'exclude', 'max_age_days', 'newer_than_days', 'missing_ok'}
         if unknown:
             raise BackupConfigError('source {!r}: unknown keys {}'.format(item['path'], ', '.join(sorted(unknown))))
+        if item.get('newer_than_days') is not None:
+            if item.get('max_age_days') is not None:
+                raise BackupConfigError('source {!r}: give max_age_days or newer_than_days, not both'.format(item['path']))
+            item = dict(item, max_age_days=item['newer_than_days'])
         max_age = item.get('max_age_days')
         if max_age is not None:
             try:
@@ -547,6 +556,54 @@ def _walk_source(source, now_ts):
         stack.extend(reversed(subdirs))
 
 
+def estimate_sources(sources, commands=(), now=None):
+    """Describe what :func:`create` would archive, writing nothing and reading no file content.
+
+    Walks the sources with the same rules as :func:`create` (include,
+    exclude, max_age_days, missing_ok; symlinks are not followed; other file
+    types are skipped) using ``lstat`` only, so it costs a directory listing.
+
+    :returns: dict ``sources`` (one dict per source: ``path, exists, files,
+        dirs, links, bytes``), ``commands`` (entry names: the size of their
+        output is unknown until they run), and the totals ``files``, ``dirs``,
+        ``links`` and ``bytes`` (file contents only, command output excluded,
+        before compression).
+    :raises BackupConfigError: bad definitions, a missing source without ``missing_ok``.
+    """
+    norm_sources = normalize_sources(sources)
+    norm_commands = normalize_commands(commands)
+    now = now or utcnow()
+    seen = set()
+    for command in norm_commands:
+        if command['name'] in seen:
+            raise BackupConfigError('two entries are named {}'.format(command['name']))
+        seen.add(command['name'])
+    totals = {'files': 0, 'dirs': 0, 'links': 0, 'bytes': 0}
+    described = []
+    for source in norm_sources:
+        item = {'path': source['path'], 'exists': os.path.lexists(source['path']),
+                'files': 0, 'dirs': 0, 'links': 0, 'bytes': 0}
+        for _abs_path, arcname, st in _walk_source(source, now.timestamp()):
+            if arcname in seen:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                item['dirs'] += 1
+            elif stat.S_ISLNK(st.st_mode):
+                item['links'] += 1
+            elif stat.S_ISREG(st.st_mode):
+                item['files'] += 1
+                item['bytes'] += st.st_size
+            else:
+                continue
+            seen.add(arcname)
+        for key in totals:
+            totals[key] += item[key]
+        described.append(item)
+    result = {'sources': described, 'commands': [c['name'] for c in norm_commands]}
+    result.update(totals)
+    return result
+
+
 # ---------------------------------------------------------------------------
 # Create
 
@@ -655,8 +712,36 @@ def backup_name(now, compression, prefix='', seq=0):
     return prefix + stamp + (f'-{seq}' if seq else '') + SUFFIXES[compression]
 
 
+def next_backup_name(dest, now, compression, prefix=''):
+    """The name :func:`create` gives a backup made at ``now``: ``-1``, ``-2``... is added when taken."""
+    seq = 0
+    name = backup_name(now, compression, prefix)
+    while os.path.lexists(os.path.join(dest, name)) or os.path.lexists(os.path.join(dest, name + MANIFEST_SUFFIX)):
+        seq += 1
+        name = backup_name(now, compression, prefix, seq)
+    return name
+
+
+def parse_recipients(recipients, passphrase=None):
+    """Validate the keys :func:`create` encrypts to; return the recipient objects ([] for a passphrase).
+
+    :raises BackupConfigError: no key, a passphrase together with recipients,
+        or a malformed recipient (secret keys given by mistake are never echoed).
+    """
+    return _parse_keys(recipients, passphrase)
+
+
 def _parse_keys(recipients, passphrase):
-    recips = [age.parse_recipient(r) for r in _as_list(recipients)]
+    recips = []
+    for recipient in _as_list(recipients):
+        if isinstance(recipient, str) and recipient.strip().upper().startswith('AGE-SECRET-KEY-'):
+            # Never echo secret key material, even a malformed one.
+            raise BackupConfigError('recipient: a secret key (AGE-SECRET-KEY-1...) was given where a public key '
+                                    '(age1...) is required')
+        try:
+            recips.append(age.parse_recipient(recipient))
+        except age.AgeKeyError as exc:
+            raise BackupConfigError(f'recipient: {exc}')
     if not recips and passphrase is None:
         raise BackupConfigError('backups need at least one age recipient (age1...) or a passphrase')
     if recips and passphrase is not None:
@@ -676,8 +761,9 @@ def create(dest, sources=(), recipients=None, passphrase=None, commands=(), pref
     :param lock: False when the caller already holds :class:`BackupLock` on ``dest``.
     :param compression: ``'zstd'``/``'gzip'``; default zstd when available.
     :param now: creation time (aware datetime) for the name and manifest; default now.
-    :returns: dict with ``archive``, ``manifest``, ``name``, ``size``, ``sha256``,
-        ``entries`` (count), ``plaintext_size``, ``duration``, ``compression``, ``warnings``.
+    :returns: dict with ``archive``, ``manifest``, ``name``, ``created``, ``size``, ``sha256``,
+        ``entries`` (count), ``files`` (count of regular files, command output included),
+        ``plaintext_size``, ``duration``, ``compression``, ``warnings``.
     :raises BackupLockedError, BackupCommandError, BackupConfigError, BackupError:
         nothing was written then (temp files removed, older backups untouched).
     """
@@ -695,6 +781,11 @@ def create(dest, sources=(), recipients=None, passphrase=None, commands=(), pref
         raise BackupConfigError('zstd compression needs the Python "zstandard" package')
     if compression_level is None:
         compression_level = ZSTD_LEVEL if compression == 'zstd' else GZIP_LEVEL
+    low, high = LEVELS[compression]
+    if isinstance(compression_level, bool) or not isinstance(compression_level, int) \
+            or not low <= compression_level <= high:
+        raise BackupConfigError(f'{compression} compression level must be an integer from {low} to {high}, '
+                                f'not {compression_level!r}')
     recips = _parse_keys(recipients, passphrase)
     norm_sources = normalize_sources(sources)
     norm_commands = normalize_commands(commands)
@@ -708,11 +799,7 @@ def create(dest, sources=(), recipients=None, passphrase=None, commands=(), pref
     guard = BackupLock(dest, lock_timeout) if lock else _NoLock()
     with guard:
         _cleanup_stale(dest)
-        seq = 0
-        name = backup_name(now, compression, prefix)
-        while os.path.lexists(os.path.join(dest, name)) or os.path.lexists(os.path.join(dest, name + MANIFEST_SUFFIX)):
-            seq += 1
-            name = backup_name(now, compression, prefix, seq)
+        name = next_backup_name(dest, now, compression, prefix)
         archive = os.path.join(dest, name)
         tmp_archive = tmp_manifest = None
         try:
@@ -773,6 +860,7 @@ def create(dest, sources=(), recipients=None, passphrase=None, commands=(), pref
         'size': manifest['archive']['size'],
         'sha256': manifest['archive']['sha256'],
         'entries': len(entries),
+        'files': sum(1 for e in entries if e.get('type') == 'file'),
         'plaintext_size': manifest['plaintext_size'],
         'compression': compression,
         'warnings': warnings,
@@ -891,21 +979,50 @@ def load_manifest(archive):
     return manifest
 
 
-def _parse_identities(identity, passphrase):
+def parse_identities(identity, passphrase=None):
+    """Turn ``identity`` into age identity objects, as :func:`verify` and :func:`restore` do.
+
+    ``identity`` is an ``AGE-SECRET-KEY-1...`` string, the text of an
+    identity file (several lines, ``#`` comments), the path of an identity
+    file, identity objects, or a list of those. Returns None when neither
+    ``identity`` nor ``passphrase`` is given (shallow verification), ``[]``
+    for a passphrase alone.
+
+    :raises BackupConfigError: unreadable file or malformed key; the message
+        never contains secret key material.
+    """
     if identity is None and passphrase is None:
         return None
     if identity is None:
         return []
     if isinstance(identity, str) and '\n' in identity.strip():
-        return age.parse_identities(identity)
+        try:
+            return age.parse_identities(identity)
+        except age.AgeKeyError as exc:
+            raise BackupConfigError(f'identity: {exc}')
     result = []
     for item in _as_list(identity):
         if isinstance(item, str) and os.path.isfile(item):
-            with open(item) as handle:
-                result.extend(age.parse_identities(handle.read()))
-        else:
+            try:
+                with open(item) as handle:
+                    result.extend(age.parse_identities(handle.read()))
+            except (OSError, UnicodeDecodeError) as exc:
+                raise BackupConfigError(f'cannot read the identity file {item}: {exc}')
+            except age.AgeKeyError as exc:
+                raise BackupConfigError(f'identity file {item}: {exc}')
+            continue
+        looks_like_key = not isinstance(item, str) or item.strip().lower().startswith('age')
+        try:
             result.append(age.parse_identity(item))
+        except age.AgeKeyError as exc:
+            if looks_like_key:
+                raise BackupConfigError(f'identity: {exc}')
+            raise BackupConfigError(f'identity {item!r} is neither an existing identity file '
+                                    'nor an age secret key (AGE-SECRET-KEY-1...)')
     return result
+
+
+_parse_identities = parse_identities
 
 
 def _check_member_safe(member, name, pending_regular):
@@ -957,6 +1074,10 @@ def _scan(archive, manifest, identities, passphrase, max_work_factor, visit=None
         try:
             decryptor = age.Decryptor(counter, identities, passphrase=passphrase, max_work_factor=max_work_factor)
         except age.NoIdentityMatchError:
+            # A damaged recipient stanza looks like a wrong key: tell them apart by the checksum.
+            err = checksum_error()
+            if err is not None:
+                raise err
             to = ', '.join(manifest.get('recipients') or []) or 'a passphrase'
             raise BackupDecryptError(f'backup {name}: none of the given identities can decrypt it (it was encrypted to {to})')
         except age.AgeKeyError as exc:
@@ -1099,7 +1220,7 @@ def _inside(path, root):
 
 
 def restore(archive, target, identity=None, passphrase=None, overwrite=False, only=None, restore_owner=False,
-            max_work_factor=age.MAX_WORK_FACTOR):
+            max_work_factor=age.MAX_WORK_FACTOR, dry_run=False):
     """Deep-verify ``archive`` and extract it (or the entries matching ``only``) into ``target``.
 
     One streaming pass: entries are checked (absolute paths, ``..``, symlinks
@@ -1113,7 +1234,14 @@ def restore(archive, target, identity=None, passphrase=None, overwrite=False, on
     resolve outside ``target`` (pre-existing symlinks) are refused. Modes and
     mtimes are restored; owners only when ``restore_owner`` and running as root.
 
-    :returns: dict ``name, target, files, dirs, links, bytes``.
+    ``dry_run`` deep-verifies the archive and runs the same checks (unsafe
+    entries, existing files, parents resolving outside ``target``) but writes
+    nothing, not even ``target``; links that resolve outside the target only
+    through other links of the archive are caught by the real run alone.
+
+    :returns: dict ``name, target, files, dirs, links, bytes, members`` (the
+        entry names written, in archive order), ``overwritten`` (existing
+        non-directories replaced) and ``dry_run``.
     """
     archive = os.path.abspath(archive)
     name = os.path.basename(archive)
@@ -1123,7 +1251,8 @@ def restore(archive, target, identity=None, passphrase=None, overwrite=False, on
     identities = _parse_identities(identity, passphrase) or None
     only = _as_list(only)
     target = os.path.abspath(target)
-    os.makedirs(target, exist_ok=True)
+    if not dry_run:
+        os.makedirs(target, exist_ok=True)
     real_target = os.path.realpath(target)
 
     selected = []
@@ -1134,6 +1263,7 @@ def restore(archive, target, identity=None, passphrase=None, overwrite=False, on
     if only and not selected:
         raise RestoreRefusedError(f'backup {name}: no entry matches {", ".join(only)}')
     conflicts = []
+    overwritten = []
     for safe, kind in selected:
         path = os.path.join(real_target, safe)
         if not os.path.lexists(path):
@@ -1145,12 +1275,18 @@ def restore(archive, target, identity=None, passphrase=None, overwrite=False, on
             conflicts.append(safe + ' (is a directory)')
         elif not overwrite:
             conflicts.append(safe)
+        else:
+            overwritten.append(safe)
     if conflicts:
         raise RestoreRefusedError(f'backup {name}: refusing to overwrite {len(conflicts)} existing path(s) in {target} '
                                   f'(use overwrite): {", ".join(conflicts[:10])}')
 
+    stats = {'name': name, 'target': target, 'files': 0, 'dirs': 0, 'links': 0, 'bytes': 0,
+             'members': [], 'overwritten': overwritten, 'dry_run': bool(dry_run)}
+    if dry_run:
+        _restore_dry_run(archive, manifest, identities, passphrase, max_work_factor, only, real_target, stats)
+        return stats
     staging = tempfile.mkdtemp(prefix='.restore-', dir=real_target)
-    stats = {'name': name, 'target': target, 'files': 0, 'dirs': 0, 'links': 0, 'bytes': 0}
     as_root = restore_owner and hasattr(os, 'geteuid') and os.geteuid() == 0
     mode_mask = 0o7777 if as_root else 0o1777
     members = []
@@ -1210,10 +1346,12 @@ def restore(archive, target, identity=None, passphrase=None, overwrite=False, on
                     raise RestoreRefusedError(f'backup {name}: refusing {safe}: it resolves outside {target}')
                 dirs.append((final, member))
                 stats['dirs'] += 1
+                stats['members'].append(safe)
                 continue
             if os.path.lexists(final) and not overwrite:  # appeared since the check above
                 raise RestoreRefusedError(f'backup {name}: refusing to overwrite {final}')
             os.rename(os.path.join(staging, safe), final)
+            stats['members'].append(safe)
             if member.isfile():
                 stats['files'] += 1
                 stats['bytes'] += member.size
@@ -1230,6 +1368,67 @@ def restore(archive, target, identity=None, passphrase=None, overwrite=False, on
         shutil.rmtree(staging, ignore_errors=True)
     _fsync_dir(real_target)
     return stats
+
+
+def _restore_dry_run(archive, manifest, identities, passphrase, max_work_factor, only, real_target, stats):
+    """The checks of :func:`restore` in one verifying pass, writing nothing; fills ``stats``."""
+    name = stats['name']
+    restored_files = set()
+
+    def check(member, safe, reader):
+        if not _selected(safe, only):
+            return
+        parent = os.path.realpath(os.path.join(real_target, posixpath.dirname(safe)))
+        if not _inside(parent, real_target):
+            raise RestoreRefusedError(f'backup {name}: refusing {safe}: its directory resolves outside {stats["target"]}')
+        if member.isdir():
+            stats['dirs'] += 1
+            if not _inside(os.path.realpath(os.path.join(real_target, safe)), real_target):
+                raise RestoreRefusedError(f'backup {name}: refusing {safe}: it resolves outside {stats["target"]}')
+        elif member.islnk():
+            if _safe_member_name(member.linkname) not in restored_files:
+                raise RestoreRefusedError(f'backup {name}: refusing hard link {safe}: target {member.linkname} '
+                                          'was not restored')
+            stats['links'] += 1
+        elif member.issym():
+            stats['links'] += 1
+        else:
+            restored_files.add(safe)
+            stats['files'] += 1
+            stats['bytes'] += member.size
+        stats['members'].append(safe)
+
+    _scan(archive, manifest, identities, passphrase, max_work_factor, visit=check)
+
+
+def find_archive(archive='latest', dest=None, prefix=None):
+    """Resolve ``archive`` to the path of an existing backup (its manifest is not checked here).
+
+    ``archive`` is ``'latest'`` (the newest backup in ``dest``, optionally
+    with the name ``prefix``), a backup file name in ``dest``, or a path
+    (anything containing ``/``).
+
+    :raises BackupConfigError: no such backup, or ``dest`` needed but missing.
+    """
+    archive = archive or 'latest'
+    if '/' in archive:
+        path = os.path.abspath(archive)
+    else:
+        if not dest:
+            raise BackupConfigError(f'archive {archive!r} is not a path, so the backup directory (dest) is needed')
+        dest = os.path.abspath(dest)
+        if not os.path.isdir(dest):
+            raise BackupConfigError(f'backup directory {dest} does not exist')
+        if archive == 'latest':
+            backups = list_backups(dest, prefix)
+            if not backups:
+                what = f' with the prefix {prefix!r}' if prefix else ''
+                raise BackupConfigError(f'there is no backup{what} in {dest}')
+            return backups[0]['archive']
+        path = os.path.join(dest, archive)
+    if not os.path.isfile(path):
+        raise BackupConfigError(f'backup {path} does not exist')
+    return path
 
 
 # ---------------------------------------------------------------------------
@@ -1290,7 +1489,7 @@ def list_backups(dest, prefix=None):
     return result
 
 
-def apply_retention(dest, policy, dry_run=False, prefix=None, lock_timeout=0, lock=True):
+def apply_retention(dest, policy, dry_run=False, prefix=None, lock_timeout=0, lock=True, pending=None):
     """Prune backups in ``dest`` with :func:`retention.plan`; return what was (or would be) deleted.
 
     Call it only after a *successful* :func:`create` (never after a failed
@@ -1298,13 +1497,25 @@ def apply_retention(dest, policy, dry_run=False, prefix=None, lock_timeout=0, lo
     is protected; when none is marked, the newest one that passes shallow
     verification is. Archive, manifest and marker are deleted together.
 
+    ``pending`` (dry runs only) is the name of a backup about to be written
+    (see :func:`backup_name`): it is planned as if it existed and had passed
+    shallow verification, which is what a check-mode run needs to report.
+
     :returns: dict ``prune`` (names), ``keep`` (names), ``protected`` (name or
         None), ``reasons`` and ``dry_run``.
     """
     dest = os.path.abspath(dest)
+    if pending is not None:
+        parsed = parse_backup_name(pending)
+        if not dry_run or parsed is None:
+            raise BackupConfigError(f'pending {pending!r}: only a backup name, and only in a dry run')
     guard = BackupLock(dest, lock_timeout) if lock and not dry_run else _NoLock()
     with guard:
-        backups = list_backups(dest, prefix)
+        backups = list_backups(dest, prefix) if os.path.isdir(dest) else []
+        if pending is not None and (prefix is None or parsed[0] == prefix):
+            backups = [b for b in backups if b['name'] != pending]
+            backups.insert(0, {'name': pending, 'archive': None, 'time': _iso(parsed[1]), 'verified': False})
+            backups.sort(key=lambda b: (retention.parse_time(b['time']), b['name']), reverse=True)
         protected = None
         for item in backups:
             if item['verified']:
@@ -1312,6 +1523,9 @@ def apply_retention(dest, policy, dry_run=False, prefix=None, lock_timeout=0, lo
                 break
         if protected is None:
             for item in backups:
+                if item['archive'] is None:  # pending: shallow verification passes once written
+                    protected = item['name']
+                    break
                 try:
                     verify(item['archive'])
                 except BackupError:

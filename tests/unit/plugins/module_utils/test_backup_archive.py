@@ -501,3 +501,179 @@ def test_host_side_copy_imports_its_siblings_under_python_isolated_mode(tmp_path
                           capture_output=True, text=True, cwd='/', timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ['age', 'retention']
+
+
+# ---------------------------------------------------------------------------
+# Additions used by the backup, backup_verify and backup_restore modules
+
+
+def test_newer_than_days_is_max_age_days(tree, keys):
+    src, dest = tree
+    _secret, public = keys
+    logs = src / 'logs'
+    logs.mkdir()
+    for name, age_days in (('new.log', 1), ('old.log', 30)):
+        (logs / name).write_bytes(name.encode())
+        stamp = time.time() - age_days * 86400
+        os.utime(logs / name, (stamp, stamp))
+    assert ba.normalize_sources([{'path': str(logs), 'newer_than_days': 7}])[0]['max_age_days'] == 7
+    result = ba.create(str(dest), [{'path': str(logs), 'newer_than_days': 7}], recipients=public)
+    files = [os.path.basename(e['name']) for e in read_json(result['manifest'])['entries'] if e['type'] == 'file']
+    assert files == ['new.log']
+    with pytest.raises(ba.BackupConfigError, match='not both'):
+        ba.normalize_sources([{'path': str(logs), 'newer_than_days': 7, 'max_age_days': 3}])
+
+
+def test_estimate_matches_what_create_writes(tree, keys):
+    src, dest = tree
+    _secret, public = keys
+    sources = [{'path': str(src / 'etc'), 'exclude': ['sub']}, str(src / 'etc' / 'app' / 'app.env'),
+               {'path': str(src / 'nope'), 'missing_ok': True}]
+    commands = [{'name': 'db/app.dump', 'shell': 'printf 12345'}]
+    before = backup_files(dest)
+    estimate = ba.estimate_sources(sources, commands)
+    assert backup_files(dest) == before  # nothing written
+    assert estimate['commands'] == ['db/app.dump']
+    assert [s['exists'] for s in estimate['sources']] == [True, True, False]
+    assert estimate['sources'][1]['files'] == 0  # already selected by the first source
+    result = ba.create(str(dest), sources, recipients=public, commands=commands)
+    entries = read_json(result['manifest'])['entries']
+    files = [e for e in entries if e['type'] == 'file' and not e.get('command')]
+    assert estimate['files'] == len(files) and result['files'] == len(files) + 1
+    assert estimate['bytes'] == sum(e['size'] for e in files)
+    assert estimate['dirs'] == len([e for e in entries if e['type'] == 'dir'])
+    assert estimate['links'] == len([e for e in entries if e['type'] == 'symlink'])
+    with pytest.raises(ba.BackupConfigError, match='does not exist'):
+        ba.estimate_sources([str(src / 'nope')])
+    with pytest.raises(ba.BackupConfigError, match='two entries'):
+        ba.estimate_sources([], commands * 2)
+
+
+@pytest.mark.parametrize('compression,level', [('gzip', 0), ('gzip', 10), ('gzip', '3'), ('zstd', 23), ('zstd', True)])
+def test_compression_level_checked(tree, keys, compression, level):
+    if compression == 'zstd' and not ba.HAS_ZSTANDARD:
+        pytest.skip('zstandard not installed')
+    src, dest = tree
+    _secret, public = keys
+    with pytest.raises(ba.BackupConfigError, match=f'{compression} compression level must be an integer'):
+        ba.create(str(dest), [str(src)], recipients=public, compression=compression, compression_level=level)
+    assert not [n for n in backup_files(dest) if n != '.backup.lock']
+
+
+def test_identity_parsing_errors_never_echo_secrets(tmp_path, keys):
+    secret, public = keys
+    keyfile = tmp_path / 'key.txt'
+    keyfile.write_text(f'# created: now\n# public key: {public}\n{secret}\n')
+    assert [str(i) for i in ba.parse_identities(str(keyfile))] == [secret]
+    assert [str(i) for i in ba.parse_identities(keyfile.read_text())] == [secret]
+    assert ba.parse_identities(None) is None and ba.parse_identities(None, 'pw') == []
+    with pytest.raises(ba.BackupConfigError, match='neither an existing identity file'):
+        ba.parse_identities(str(tmp_path / 'missing.txt'))
+    broken = secret[:-3] + ('QQQ' if not secret.endswith('QQQ') else 'PPP')
+    with pytest.raises(ba.BackupConfigError) as info:
+        ba.parse_identities(broken)
+    assert broken not in str(info.value) and secret[15:40] not in str(info.value)
+    with pytest.raises(ba.BackupConfigError, match='public key') as info:
+        ba.create(str(tmp_path), [str(keyfile)], recipients=[broken])
+    assert broken not in str(info.value)
+    with pytest.raises(ba.BackupConfigError, match='recipient'):
+        ba.create(str(tmp_path), [str(keyfile)], recipients=['age1nothing'])
+
+
+def test_restore_dry_run_writes_nothing_and_predicts_the_real_run(tree, keys, tmp_path):
+    src, dest = tree
+    secret, public = keys
+    result = ba.create(str(dest), [str(src)], recipients=public)
+    target = tmp_path / 'r'
+    dry = ba.restore(result['archive'], str(target), identity=secret, dry_run=True)
+    assert not target.exists()
+    real = ba.restore(result['archive'], str(target), identity=secret)
+    assert dry['dry_run'] is True and real['dry_run'] is False
+    for key in ('files', 'dirs', 'links', 'bytes'):
+        assert dry[key] == real[key]
+    assert sorted(dry['members']) == sorted(real['members'])
+    assert real['files'] == len([m for m in real['members'] if (target / m).is_file() and not (target / m).is_symlink()])
+    with pytest.raises(ba.RestoreRefusedError, match='refusing to overwrite'):
+        ba.restore(result['archive'], str(target), identity=secret, dry_run=True)
+    again = ba.restore(result['archive'], str(target), identity=secret, dry_run=True, overwrite=True)
+    assert sorted(again['overwritten']) == sorted(m for m in real['members']
+                                                  if not (target / m).is_dir() or (target / m).is_symlink())
+
+
+def test_restore_dry_run_refuses_what_the_real_run_refuses(tmp_path, keys, tree):
+    secret, public = keys
+    src, dest = tree
+    result = ba.create(str(dest), [str(src)], recipients=public, now=T0)
+    data = bytearray(Path(result['archive']).read_bytes())
+    data[len(data) // 2] ^= 0x01
+    Path(result['archive']).write_bytes(bytes(data))
+    with pytest.raises(ba.BackupIntegrityError, match=re.escape(f"backup {result['name']}: archive checksum mismatch")):
+        ba.restore(result['archive'], str(tmp_path / 'out'), identity=secret, dry_run=True)
+    bad = tmp_path / 'bad'
+    bad.mkdir()
+    path = craft_backup(str(bad), [member('ok'), member('link', tarfile.SYMTYPE, linkname='../../etc/passwd')], public)
+    with pytest.raises(ba.RestoreRefusedError, match='refusing symlink link'):
+        ba.restore(path, str(tmp_path / 'out'), identity=secret, dry_run=True)
+    path = craft_backup(str(bad), [member('escape/file')], public)
+    target = tmp_path / 'target'
+    target.mkdir()
+    os.symlink(str(tmp_path), target / 'escape')
+    with pytest.raises(ba.RestoreRefusedError, match='resolves outside'):
+        ba.restore(path, str(target), identity=secret, dry_run=True)
+    assert not (tmp_path / 'out').exists()
+
+
+def test_find_archive(tree, keys, tmp_path):
+    src, dest = tree
+    _secret, public = keys
+    with pytest.raises(ba.BackupConfigError, match='no backup'):
+        ba.find_archive('latest', str(dest))
+    old = ba.create(str(dest), [str(src)], recipients=public, now=T0)
+    new = ba.create(str(dest), [str(src)], recipients=public, now=T0 + datetime.timedelta(hours=1), prefix='db-')
+    assert ba.find_archive('latest', str(dest)) == new['archive']
+    assert ba.find_archive(None, str(dest), prefix='') == old['archive']
+    assert ba.find_archive(old['name'], str(dest)) == old['archive']
+    assert ba.find_archive(old['archive']) == old['archive']
+    with pytest.raises(ba.BackupConfigError, match='does not exist'):
+        ba.find_archive('2020-01-01T000000Z.tar.gz.age', str(dest))
+    with pytest.raises(ba.BackupConfigError, match='dest'):
+        ba.find_archive('latest')
+    with pytest.raises(ba.BackupConfigError, match="prefix 'web-'"):
+        ba.find_archive('latest', str(dest), prefix='web-')
+    with pytest.raises(ba.BackupConfigError, match='does not exist'):
+        ba.find_archive('latest', str(tmp_path / 'nowhere'))
+
+
+def test_retention_dry_run_with_pending_backup(tree, keys):
+    src, dest = tree
+    _secret, public = keys
+    for day in range(4):
+        ba.create(str(dest), [str(src / 'etc' / 'app' / 'app.env')], recipients=public,
+                  now=T0 + datetime.timedelta(days=day))
+    later = T0 + datetime.timedelta(days=10)
+    pending = ba.backup_name(later, 'gzip')
+    dry = ba.apply_retention(str(dest), {'keep_last': 2}, dry_run=True, pending=pending, prefix='')
+    assert dry['keep'][0] == pending and dry['protected'] == pending
+    made = ba.create(str(dest), [str(src / 'etc' / 'app' / 'app.env')], recipients=public, now=later,
+                     compression='gzip')
+    assert made['name'] == pending
+    real = ba.apply_retention(str(dest), {'keep_last': 2}, prefix='')
+    assert (real['prune'], real['keep'], real['protected']) == (dry['prune'], dry['keep'], dry['protected'])
+    assert len(real['prune']) == 3
+    with pytest.raises(ba.BackupConfigError, match='dry run'):
+        ba.apply_retention(str(dest), {'keep_last': 2}, pending=pending)
+
+
+def test_damaged_recipient_stanza_is_an_integrity_error_not_a_wrong_key(tree, keys):
+    src, dest = tree
+    secret, public = keys
+    result = ba.create(str(dest), [str(src)], recipients=public, now=T0)
+    data = bytearray(Path(result['archive']).read_bytes())
+    start = data.index(b'-> X25519 ') + len(b'-> X25519 ') + 10
+    data[start] = ord('B') if data[start] != ord('B') else ord('C')  # still valid base64: the key no longer unwraps
+    Path(result['archive']).write_bytes(bytes(data))
+    with pytest.raises(ba.BackupIntegrityError, match=re.escape(f"backup {result['name']}: archive checksum mismatch")):
+        ba.verify(result['archive'], identity=secret)
+    other, _public = age.generate_identity()
+    with pytest.raises(ba.BackupIntegrityError):  # the damage is reported whatever the key
+        ba.verify(result['archive'], identity=other)
