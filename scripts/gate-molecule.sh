@@ -3,20 +3,25 @@
 # and record "<scenario>\t<passed|failed>\t<seconds>" lines in
 # $MOLECULE_SUMMARY when set. Exit 1 when any scenario failed.
 #
-# Scenarios run $MOLECULE_JOBS at a time (default 2: they mostly wait on apt
-# and systemd, and their container names differ); each one's output is kept
-# in a log and printed whole when it ends. Scenarios that assert timings
-# (listed in molecule/<name>/.run-alone) run afterwards, one at a time, on an
-# otherwise idle machine.
+# Scenarios run $MOLECULE_JOBS at a time (default 3: they mostly wait on apt,
+# systemd and the services under test, and their container names differ),
+# longest first; each one's output is kept in a log and printed whole when it
+# ends. A scenario that cannot share the machine (molecule/<name>/.run-alone)
+# runs afterwards, alone. No test asserts speed: bench/ measures that.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 if [[ $# -gt 0 ]]; then
   scenarios=("$@")
 else
-  mapfile -t scenarios < <(for f in molecule/*/molecule.yml; do basename "$(dirname "$f")"; done | sort)
+  # Longest first, so the last one to start does not end long after the others.
+  longest_first=(hardening default backup pgbouncer logrotate)
+  mapfile -t found < <(for f in molecule/*/molecule.yml; do basename "$(dirname "$f")"; done | sort)
+  scenarios=()
+  for s in "${longest_first[@]}"; do [[ " ${found[*]} " == *" $s "* ]] && scenarios+=("$s"); done
+  for s in "${found[@]}"; do [[ " ${longest_first[*]} " == *" $s "* ]] || scenarios+=("$s"); done
 fi
 summary=${MOLECULE_SUMMARY:-/dev/null}
-jobs=${MOLECULE_JOBS:-2}
+jobs=${MOLECULE_JOBS:-3}
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 

@@ -14,6 +14,12 @@ import pytest
 APPS = {'sample-py': 8101, 'sample-node': 8102}
 RESTART_SEC = 1
 WATCHDOG_SEC = 10
+# Generous bounds: these tests prove the mechanism (restart after kill -9, the
+# watchdog catching a hang), not the speed, so they hold on a busy CI machine.
+# The recovery times themselves are measured by bench/recovery_times.sh
+# (docs/benchmarks.md): about 4 s and 8-12 s on an idle machine.
+RESTART_BOUND = RESTART_SEC + 20
+WATCHDOG_BOUND = WATCHDOG_SEC * 3
 APP_EXPOSURE_MAX = 1.5
 DAEMON_EXPOSURE_MAX = 2.5
 # Daemon -> how to see that it still does its job inside the sandbox.
@@ -202,7 +208,7 @@ def test_reload_keeps_the_process(host):
 def test_kill_9_restarts_within_restart_sec(host, name):
     wait_healthy(host, APPS[name])
     result = chaos(host, name, 'kill')
-    assert result['seconds'] <= RESTART_SEC + 3, result
+    assert result['new_pid'] != result['old_pid'] and result['seconds'] <= RESTART_BOUND, result
     wait_healthy(host, APPS[name])
 
 
@@ -211,7 +217,8 @@ def test_hang_is_caught_by_the_watchdog(host, name, child):
     """SIGSTOP the app (or the helper): the watchdog kills it and systemd restarts it."""
     wait_healthy(host, APPS[name])
     result = chaos(host, name, 'stop', *(['--child'] if child else []))
-    assert result['seconds'] <= WATCHDOG_SEC + 5, result
+    assert result['new_pid'] != result['old_pid'] and result['seconds'] <= WATCHDOG_BOUND, result
+    # Without a watchdog a stopped process is never restarted; the journal names the watchdog.
     assert 'watchdog' in run(host, 'journalctl -u %s --no-pager -n 200' % name)
     wait_healthy(host, APPS[name])
 
