@@ -51,6 +51,8 @@ docker exec "$name" bash -c '
   systemctl list-units --all --no-legend --plain "prodready-*" | awk "{printf \"  %-40s %s/%s\n\", \$1, \$3, \$4}"
   echo "Service demo-api: $(systemctl is-active demo-api), $(systemd-analyze security demo-api 2>/dev/null | grep -o "exposure level.*")"
   python3 -c "import urllib.request as u; print(\"  /health:\", u.build_opener(u.ProxyHandler({})).open(\"http://127.0.0.1:8000/health\", timeout=5).read().decode())" || true
+  echo "PgBouncer: $(systemctl is-active pgbouncer), $(systemd-analyze security pgbouncer 2>/dev/null | grep -o "exposure level.*")"
+  echo "  through 127.0.0.1:6432: $(PGPASSWORD=demo-password-change-me psql -XAtq -h 127.0.0.1 -p 6432 -U demo -d demo -F" " -c "SELECT current_user, current_database(), split_part(version(), chr(32), 2)" 2>&1 | cut -c1-80) (user, database, PostgreSQL)"
   echo "Log rotation (/etc/logrotate.d/prodready-*):"
   for f in /etc/logrotate.d/prodready-*; do [ -e "$f" ] && echo "  $(basename "$f"): $(grep -m1 "{" "$f" | sed "s/ {//")"; done
   echo "logrotate.timer: $(systemctl show -p TimersCalendar --value logrotate.timer | sed "s/.*OnCalendar=\([^;]*\) ;.*/\1/")"
