@@ -29,7 +29,10 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument('--go', required=True)
     parser.add_argument('--out', required=True)
-    parser.add_argument('--timeout', type=float, default=120)
+    # Waiting for the go-file may take long (the role runs in between, slowly on a busy
+    # machine); each answer must come within --answer-timeout once its query is sent.
+    parser.add_argument('--timeout', type=float, default=1800)
+    parser.add_argument('--answer-timeout', type=float, default=60)
     parser.add_argument('command', nargs=argparse.REMAINDER)
     args = parser.parse_args()
     command = args.command[1:] if args.command[:1] == ['--'] else args.command
@@ -38,14 +41,14 @@ def main():
     # A transaction spanning the reload pins the server connection as well.
     proc.stdin.write('BEGIN;\n' + QUERY.format(n=1))
     proc.stdin.flush()
-    first = read_answer(proc, 1, deadline)
+    first = read_answer(proc, 1, time.time() + args.answer_timeout)
     with open(args.out + '.started', 'w') as handle:
         handle.write(json.dumps({'first': first}))
     while not os.path.exists(args.go) and time.time() < deadline:
         time.sleep(0.2)
     proc.stdin.write(QUERY.format(n=2) + 'COMMIT;\n')
     proc.stdin.flush()
-    second = read_answer(proc, 2, deadline)
+    second = read_answer(proc, 2, time.time() + args.answer_timeout)
     proc.stdin.close()
     code = proc.wait(timeout=30)
     result = {'first': first, 'second': second, 'psql_exit': code}
