@@ -292,6 +292,31 @@ class Stanza:
         return f"Stanza({self.args!r}, <{len(self.body)} bytes>)"
 
 
+_AEAD_TAKES_BUFFERS = None
+
+
+def _aead_takes_buffers():
+    """Whether ChaCha20Poly1305 accepts memoryviews (cryptography < 42, e.g. 38 on Debian 12, wants bytes)."""
+    global _AEAD_TAKES_BUFFERS  # pylint: disable=global-statement
+    if _AEAD_TAKES_BUFFERS is None:
+        try:
+            ChaCha20Poly1305(bytes(32)).encrypt(bytes(12), memoryview(b"x"), None)
+            _AEAD_TAKES_BUFFERS = True
+        except TypeError:
+            _AEAD_TAKES_BUFFERS = False
+    return _AEAD_TAKES_BUFFERS
+
+
+def _chunk_function(method):
+    """``method`` (an AEAD encrypt/decrypt), copying memoryviews to bytes where the library needs it."""
+    if _aead_takes_buffers():
+        return method
+
+    def call(nonce, data, associated_data):
+        return method(nonce, bytes(data), associated_data)
+    return call
+
+
 def _aead_unwrap(key, body):
     try:
         return ChaCha20Poly1305(key).decrypt(_ZERO_NONCE, body, None)
@@ -814,7 +839,7 @@ class Encryptor(io.RawIOBase):
         self._fileobj = fileobj
         self._close_fileobj = close_fileobj
         aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
-        self._seal_chunk = aead.encrypt
+        self._seal_chunk = _chunk_function(aead.encrypt)
         # cryptography >= 45 can encrypt into a reused buffer, saving an allocation per chunk.
         self._seal_into = getattr(aead, "encrypt_into", None)
         self._out_view = memoryview(bytearray(ENCRYPTED_CHUNK_SIZE))
@@ -962,7 +987,7 @@ class Decryptor(io.RawIOBase):
             raise
         self.header_size = self._source.header_size + NONCE_SIZE
         aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
-        self._open_chunk = aead.decrypt
+        self._open_chunk = _chunk_function(aead.decrypt)
         self._open_into = getattr(aead, "decrypt_into", None)
         self._counter = 0
         self._eof = False

@@ -877,3 +877,32 @@ def test_interop_scrypt_both_directions(tmp_path):
     status, output = _run_with_tty([AGE_BIN, "-p", "-o", str(theirs), str(plain)], passphrase)
     assert status == 0, output
     assert age.decrypt_bytes(theirs.read_bytes(), passphrase=passphrase) == data
+
+
+def test_bytes_only_aead_of_older_cryptography(monkeypatch):
+    """cryptography < 42 (38 on Debian 12) refuses memoryviews in encrypt/decrypt."""
+    real = age.ChaCha20Poly1305
+
+    class BytesOnly:
+        def __init__(self, key):
+            self._aead = real(key)
+
+        def encrypt(self, nonce, data, associated_data):
+            if not isinstance(data, bytes):
+                raise TypeError("data must be bytes")
+            return self._aead.encrypt(nonce, data, associated_data)
+
+        def decrypt(self, nonce, data, associated_data):
+            if not isinstance(data, bytes):
+                raise TypeError("data must be bytes")
+            return self._aead.decrypt(nonce, data, associated_data)
+
+    monkeypatch.setattr(age, "ChaCha20Poly1305", BytesOnly)
+    monkeypatch.setattr(age, "_AEAD_TAKES_BUFFERS", None)
+    secret, public = age.generate_identity()
+    data = os.urandom(3 * age.CHUNK_SIZE + 17)
+    encrypted = age.encrypt_bytes(data, [public])
+    assert age._AEAD_TAKES_BUFFERS is False
+    assert age.decrypt_bytes(encrypted, [secret]) == data
+    monkeypatch.setattr(age, "ChaCha20Poly1305", real)
+    assert age.decrypt_bytes(encrypted, [secret]) == data
