@@ -1,8 +1,10 @@
 """Effects of the host hardening part of the hardening role (sshd, sysctl,
-nftables, unattended upgrades, core dumps, umask, login.defs/PAM).
+nftables, unattended upgrades, core dumps, umask, login.defs/PAM, kernel
+modules, package audit tools, chkrootkit, sysstat, fail2ban).
 
-The prepare installs ssh-audit and gives root an ed25519 key pair whose public
-half is in /root/.ssh/authorized_keys; the converge opens TCP 8443
+The prepare installs ssh-audit and kmod (modprobe, as on any host with a
+kernel) and gives root an ed25519 key pair whose public half is in
+/root/.ssh/authorized_keys; the converge opens TCP 8443
 (hardening_firewall_allowed_ports) and nothing else besides SSH.
 """
 
@@ -162,6 +164,8 @@ def test_sysctl_settable_keys_in_effect_others_reported(host):
 def test_core_dumps_off(host):
     fresh_sshd(host)
     assert run(host, '%s root@127.0.0.1 ulimit -Hc' % SSH).strip() == '0'
+    # A login shell that did not pass through pam_limits still gets soft 0.
+    assert run(host, "bash -lc 'ulimit -Sc'").strip() == '0'
     assert run(host, 'systemctl show -p DefaultLimitCORE --value').strip() == '0'
     coredump = host.file('/etc/systemd/coredump.conf.d/60-prodready.conf').content_string
     assert 'Storage=none' in coredump and 'ProcessSizeMax=0' in coredump
@@ -210,3 +214,130 @@ def test_login_defs_and_pam(host):
     assert 'session\toptional\t\t\tpam_tmpdir.so' in host.file('/etc/pam.d/common-session').content_string or \
         re.search(r'pam_tmpdir[.]so', host.file('/etc/pam.d/common-session').content_string)
     assert 'Authorised access only' in host.file('/etc/issue.net').content_string
+
+
+def test_unneeded_kernel_modules_refused(host):
+    conf = host.file('/etc/modprobe.d/prodready-disabled.conf').content_string
+    for module in ('usb-storage', 'firewire-core', 'dccp', 'sctp', 'rds', 'tipc', 'cramfs', 'freevxfs', 'hfs',
+                   'hfsplus', 'jffs2'):
+        assert re.search(r'^blacklist %s$' % module, conf, re.M), module
+        # What modprobe would do (dry run): run /bin/false instead of loading the module.
+        assert run(host, 'modprobe -n -v %s' % module).split() == ['install', '/bin/false'], module
+
+
+@pytest.fixture
+def tampered_package_file(host):
+    """A file of the debsums package, changed for the test and restored afterwards."""
+    path = '/usr/share/doc/debsums/README'
+    run(host, 'cp -p %s /var/tmp/hh-debsums-README' % path)
+    run(host, 'echo tampered >> %s' % path)
+    yield path
+    run(host, 'cp -p /var/tmp/hh-debsums-README %s && rm -f /var/tmp/hh-debsums-README' % path)
+
+
+def test_debsums_clean_and_periodic_job(host):
+    assert run(host, 'debsums -s debsums sysstat openssh-server coreutils').strip() == ''
+    assert re.search(r'^CRON_CHECK=weekly$', host.file('/etc/default/debsums').content_string, re.M)
+    assert host.service('prodready-debsums.timer').is_enabled
+    assert host.service('prodready-debsums.timer').is_running
+    run(host, 'systemd-analyze verify --man=no /etc/systemd/system/prodready-debsums.service')
+
+
+def test_debsums_job_reports_a_changed_file(host, tampered_package_file):
+    changed = host.run('debsums -s debsums')
+    assert changed.rc != 0 and tampered_package_file in changed.stdout + changed.stderr
+    # The job the timer runs (Debian's cron script) logs the changed file to the journal.
+    since = run(host, "date '+%Y-%m-%d %H:%M:%S'").strip()
+    run(host, 'systemctl start prodready-debsums.service')
+    assert run(host, 'systemctl show -p Result --value prodready-debsums.service').strip() == 'success'
+    logged = run(host, "journalctl -t debsums --since '%s' --no-pager -o cat" % since)
+    assert tampered_package_file in logged, logged
+
+
+def test_apt_show_versions_and_listchanges(host):
+    listing = run(host, 'apt-show-versions sysstat openssh-server')
+    for package in ('sysstat', 'openssh-server'):
+        assert re.search(r'^%s:\S+/\S+ \S+ (uptodate|upgradeable)' % package, listing, re.M), listing
+    assert host.package('apt-listchanges').is_installed
+    hooks = run(host, 'apt-config dump DPkg::Pre-Install-Pkgs')
+    assert 'apt-listchanges' in hooks, hooks
+    assert re.search(r'^which=news$', host.file('/etc/apt/listchanges.conf').content_string, re.M)
+
+
+def test_sysstat_collects(host):
+    assert re.search(r'^ENABLED="true"$', host.file('/etc/default/sysstat').content_string, re.M)
+    assert re.search(r'^HISTORY=28$', host.file('/etc/sysstat/sysstat').content_string, re.M)
+    for unit in ('sysstat.service', 'sysstat-collect.timer', 'sysstat-summary.timer'):
+        assert host.service(unit).is_enabled, unit
+    assert host.service('sysstat-collect.timer').is_running
+    # Two samples by the unit the timer starts: sar can then compute a CPU average.
+    for dummy in range(2):
+        run(host, 'systemctl start sysstat-collect.service')
+        time.sleep(1.1)
+    today = run(host, 'ls -t /var/log/sysstat/sa[0-9]* | head -1').strip()
+    assert re.search(r'/sa%s$' % run(host, 'date +%d').strip(), today), today
+    assert re.search(r'^Average:\s+all\s', run(host, 'LC_ALL=C sar -u -f %s' % today), re.M)
+
+
+def test_chkrootkit_installed_without_recommends_and_daily(host):
+    assert host.package('chkrootkit').is_installed
+    # Installed without recommends: no MTA.
+    assert not host.run('dpkg -l exim4-base postfix 2>/dev/null | grep -q ^ii').rc == 0
+    assert host.service('chkrootkit.timer').is_enabled and host.service('chkrootkit.timer').is_running
+    assert re.search(r'^RUN_DAILY="true"$', host.file('/etc/chkrootkit/chkrootkit.conf').content_string, re.M)
+
+
+@pytest.fixture
+def other_container(host):
+    me = host.backend.get_hostname()
+    if me not in HOSTS:
+        pytest.skip('not one of the scenario containers')
+    other = testinfra.get_host('docker://%s' % [h for h in HOSTS if h != me][0])
+    other_address = run(other, "ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | head -1").strip()
+    yield other, other_address
+    host.run('fail2ban-client set sshd unbanip %s' % other_address)
+
+
+def test_assembler_root_only_without_compiler(host):
+    # binutils comes with needrestart (Debian 12) or chkrootkit (Debian 13).
+    assembler = run(host, 'p=$(command -v as) && readlink -f "$p" || true').strip()
+    assert assembler, 'expected binutils on a converged host'
+    assert host.run('command -v cc gcc clang').rc != 0
+    assert host.file(assembler).mode == 0o750 and host.file(assembler).user == 'root'
+    assert assembler in run(host, 'dpkg-statoverride --list %s' % assembler)
+    # A user cannot assemble; root can.
+    assert host.run("runuser -u nobody -- %s --version" % assembler).rc != 0
+    run(host, '%s --version' % assembler)
+
+
+def test_fail2ban_bans_repeated_ssh_failures_from_another_host(host, other_container):
+    other, other_address = other_container
+    jail = run(host, 'fail2ban-client status sshd')
+    assert 'ssh.service' in jail and 'sshd-session' in jail, jail
+    assert host.file('/etc/fail2ban/jail.local').contains('^maxretry = 5$')
+    fresh_sshd(host)
+    address = run(host, "ip -4 -o addr show scope global | awk '{print $4}' | cut -d/ -f1 | head -1").strip()
+    # Failed logins by an unknown user from the other container until the ban
+    # (maxretry 5; OpenSSH 10 may drop some attempts early as a penalty, so
+    # the count of tries is not fixed).
+    for dummy in range(20):
+        if other_address in run(host, 'fail2ban-client status sshd'):
+            break
+        other.run('%s nosuchuser@%s true' % (SSH, address))
+        time.sleep(1)
+    status = run(host, 'fail2ban-client status sshd')
+    assert other_address in status, status
+    # The ban is an nftables set element in fail2ban's own table: the other
+    # host's packets to SSH are now refused, the prodready table untouched.
+    assert other_address in run(host, 'nft list table inet f2b-table')
+    assert run(host, 'nft list table inet prodready')
+    refused = other.run("python3 -c 'import socket,sys\n"
+                        "s = socket.socket(); s.settimeout(3)\n"
+                        "try:\n    s.connect((sys.argv[1], 22)); print(\"open\")\n"
+                        "except Exception as e:\n    print(type(e).__name__)' %s" % address).stdout.strip()
+    assert refused != 'open', refused
+    # Loopback and the host's own addresses are never banned.
+    for dummy in range(6):
+        host.run('%s nosuchuser@127.0.0.1 true' % SSH)
+    time.sleep(2)
+    assert '127.0.0.1' not in run(host, 'fail2ban-client status sshd')
