@@ -198,6 +198,7 @@ class App {
     this.drainDeadline = null;
     this.inFlight = 0;
     this.requestsTotal = 0;
+    this.fresh = new Set();
     this.balloons = [];
     this.server = null;
     this.socketActivated = false;
@@ -245,7 +246,8 @@ class App {
   // --- endpoints -------------------------------------------------------------
   async route(path, query) {
     const cfg = this.config;
-    if (this.draining && !PROBE_PATHS.has(path)) {
+    // With a passed socket the instance stopped accepting: what it accepted before is served normally.
+    if (this.draining && !this.socketActivated && !PROBE_PATHS.has(path)) {
       return [503, { status: 'draining', error: 'shutting down', service: cfg.name }, { 'Retry-After': '1' }];
     }
     switch (path) {
@@ -427,7 +429,15 @@ class App {
       this.idle = setInterval(() => {}, 1 << 30);
       return;
     }
-    this.server = http.createServer((req, res) => this.handle(req, res));
+    this.server = http.createServer((req, res) => {
+      this.fresh.delete(req.socket);
+      this.handle(req, res);
+    });
+    // Accepted, first request not read yet: the drain waits for these (socket activation).
+    this.server.on('connection', (sock) => {
+      this.fresh.add(sock);
+      sock.once('close', () => this.fresh.delete(sock));
+    });
     this.server.on('error', (err) => {
       logError(`cannot serve: ${err.message}`);
       process.exit(1);
@@ -488,12 +498,15 @@ class App {
       return;
     }
     if (this.socketActivated) {
-      // Leave new connections queued in the socket for the next instance.
+      // Leave new connections queued in the socket for the next instance; serve the accepted ones
+      // (closing "idle" connections would drop those whose request is not read yet).
       this.server.close();
+    } else if (typeof this.server.closeIdleConnections === 'function') {
+      this.server.closeIdleConnections(); // Node 18.2+
     }
-    if (typeof this.server.closeIdleConnections === 'function') this.server.closeIdleConnections(); // Node 18.2+
     const poll = setInterval(() => {
-      if (this.inFlight > 0 && Date.now() < this.drainDeadline) return;
+      const busy = this.inFlight > 0 || (this.socketActivated && this.fresh.size > 0);
+      if (busy && Date.now() < this.drainDeadline) return;
       clearInterval(poll);
       this.exit();
     }, 50);

@@ -22,7 +22,8 @@ needs to run well under systemd:
 * graceful shutdown on SIGTERM/SIGINT: ``/ready`` answers 503 and new work
   gets 503 while in-flight requests finish (at most ``APP_DRAIN_TIMEOUT``
   seconds), then exit 0. A socket-activated instance instead stops accepting at
-  once: new connections wait in the socket for the next instance.
+  once: new connections wait in the socket for the next instance, and the
+  connections it accepted before are served normally (no 503).
 
 Access log lines go to stdout, errors to stderr, one flushed line each.
 ``sample-apps/README.md`` lists the endpoints and environment variables.
@@ -310,6 +311,17 @@ class Server(ThreadingHTTPServer):
     def service_actions(self):
         self.app.loop_tick()
 
+    def process_request(self, request, client_address):
+        # Accepted, its first request not read yet: the drain waits for it (socket activation).
+        self.app.connection_accepted(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        try:
+            super().shutdown_request(request)
+        finally:
+            self.app.connection_served(request)
+
 
 class Server6(Server):
     address_family = socket.AF_INET6
@@ -357,6 +369,7 @@ class Handler(BaseHTTPRequestHandler):
         self.started = time.monotonic()
         self.dispatching = True
         app.request_started()
+        app.connection_served(self.request)
         code, size = 500, 0
         try:
             if allowed:
@@ -421,6 +434,7 @@ class App:
         self.lock = threading.Lock()
         self.in_flight = 0
         self.requests_total = 0
+        self.fresh_connections = set()
         self.loop_beat = self.started
         self.freeze_until = 0.0
         self.balloons = []
@@ -439,6 +453,19 @@ class App:
     def request_finished(self):
         with self.lock:
             self.in_flight -= 1
+
+    def connection_accepted(self, request):
+        with self.lock:
+            self.fresh_connections.add(id(request))
+
+    def connection_served(self, request):
+        with self.lock:
+            self.fresh_connections.discard(id(request))
+
+    def busy(self):
+        """Requests in flight, or (with a passed socket) connections accepted whose request is not read yet."""
+        with self.lock:
+            return self.in_flight > 0 or (self.socket_activated and bool(self.fresh_connections))
 
     def loop_tick(self):
         """Called by the accept loop on every wake-up: the heartbeat the watchdog pings on."""
@@ -484,7 +511,8 @@ class App:
     # --- endpoints ------------------------------------------------------------
     def route(self, path, query):
         cfg = self.config
-        if self.draining and path not in PROBE_PATHS:
+        # With a passed socket the instance stopped accepting: what it accepted before is served normally.
+        if self.draining and not self.socket_activated and path not in PROBE_PATHS:
             return 503, {'status': 'draining', 'error': 'shutting down', 'service': cfg.name}, {'Retry-After': '1'}
         if path == '/':
             return 200, {'message': f'Hello from {cfg.name}', 'service': cfg.name, 'version': cfg.version,
@@ -696,7 +724,7 @@ class App:
                 now = time.monotonic()
                 if not self.ready and not self.draining and self.server is not None and now >= self.ready_at:
                     self.become_ready()
-                if self.draining and (self.in_flight <= 0 or now >= self.drain_deadline):
+                if self.draining and (not self.busy() or now >= self.drain_deadline):
                     break
                 timeout = 1.0
                 if self.draining:

@@ -241,3 +241,26 @@ def test_under_the_watchdog_helper(start_app, notify_socket):
     notify_socket.wait_for('STOPPING=1', timeout=5)
     assert app.wait(timeout=10) == 0  # the app drained and exited 0, and so did the helper
     assert 'health check failed, pausing watchdog pings' in app.err
+
+
+def test_socket_activated_drain_serves_what_it_accepted(start_app):
+    """With a passed socket, a connection accepted before SIGTERM whose request comes later gets a 200, not a 503."""
+    sock = listening_socket()
+    try:
+        app = start_app({'APP_DRAIN_TIMEOUT': '30'}, sock=sock)
+        early = socket.create_connection(('127.0.0.1', app.port), timeout=10)
+        time.sleep(0.5)  # Node's event loop has accepted it
+        app.signal(signal.SIGTERM)
+        time.sleep(0.5)  # draining, no longer accepting
+        early.sendall(b'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+        answer = b''
+        while True:
+            chunk = early.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        early.close()
+        assert answer.startswith(b'HTTP/1.1 200 '), answer[:200]
+        assert app.wait(timeout=20) == 0
+    finally:
+        sock.close()

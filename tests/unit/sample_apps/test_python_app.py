@@ -367,3 +367,30 @@ def test_drain_timeout_bounds_the_shutdown(start_app):
     assert 'drain timeout: exiting with 1 request(s) still in flight' in app.err
     slow['thread'].join(5)
     assert 'error' in slow  # that request was cut off
+
+
+def test_socket_activated_drain_serves_what_it_accepted(start_app):
+    """With a passed socket, a connection accepted before SIGTERM whose request comes later gets a 200.
+
+    Without the fix the instance exited at once (no request in flight) and dropped it, or answered 503.
+    """
+    sock = listening_socket()
+    try:
+        app = start_app({'APP_DRAIN_TIMEOUT': '30'}, sock=sock)
+        early = socket.create_connection(('127.0.0.1', app.port), timeout=10)
+        wait_until(lambda: app.get('/status')[1]['requests']['total'] >= 1)
+        time.sleep(0.5)  # the accept loop (polling every 0.2 s) has taken the connection
+        app.signal(signal.SIGTERM)
+        time.sleep(0.5)  # draining, no longer accepting
+        early.sendall(b'GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')
+        answer = b''
+        while True:
+            chunk = early.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        early.close()
+        assert answer.startswith(b'HTTP/1.1 200 '), answer[:200]
+        assert app.wait(timeout=20) == 0
+    finally:
+        sock.close()
