@@ -371,7 +371,12 @@ def test_readinto_fast_path_clears_buffer_on_failure(keypair, sample):
     buf[:] = b"\xff" * CHUNK
     with pytest.raises(age.AgePayloadError, match="chunk 2"):
         dec.readinto(buf)
-    assert buf[:100] == bytes(100)  # no unauthenticated plaintext left behind
+    if dec._open_into is not None:  # pylint: disable=protected-access
+        # decrypt_into wrote into buf before the tag failed: it must be wiped.
+        assert buf[:100] == bytes(100)  # no unauthenticated plaintext left behind
+    else:
+        # Without decrypt_into (cryptography 38 on Debian 12) buf is never written.
+        assert buf == b"\xff" * CHUNK
 
 
 def test_closed_decryptor(keypair, sample):
@@ -705,10 +710,11 @@ def test_bounded_memory(keypair):
 
     with age.Encryptor(tmp, keypair[1]) as enc:
         enc.write(payload_of(4 * CHUNK, 14))
+    source = io.BytesIO(tmp.getvalue())  # the input is not the decryptor's memory
     tracemalloc.start()
     try:
         sink = Sink()
-        age.decrypt_stream(io.BytesIO(tmp.getvalue()), sink, keypair[0])
+        age.decrypt_stream(source, sink, keypair[0])
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
