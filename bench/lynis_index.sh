@@ -31,7 +31,7 @@ docker image inspect "$image" >/dev/null 2>&1 || "$repo/scripts/build-base-image
 
 # The flags of .config/molecule/config.yml, plus NET_ADMIN for nftables.
 docker run -d --name "$name" \
-  --cap-add SYS_ADMIN --cap-add NET_ADMIN --cgroupns host \
+  --cap-add SYS_ADMIN --cap-add NET_ADMIN --cap-add DAC_READ_SEARCH --cgroupns host \
   -v /sys/fs/cgroup:/sys/fs/cgroup:rw \
   --tmpfs /run --tmpfs /run/lock --tmpfs /tmp \
   --security-opt seccomp=unconfined --security-opt apparmor=unconfined \

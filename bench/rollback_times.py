@@ -55,6 +55,7 @@ SETUP = '''
     hardening_packages_enabled: false
     hardening_sysstat_enabled: false
     hardening_fail2ban_enabled: false
+    hardening_aide_enabled: false
     prodready_services:
       - name: sock
         command: /usr/bin/python3 /srv/sock/current/prodready_sample_app.py

@@ -351,3 +351,22 @@ def test_fail2ban_bans_repeated_ssh_failures_from_another_host(host, other_conta
         host.run('%s nosuchuser@127.0.0.1 true' % SSH)
     time.sleep(2)
     assert '127.0.0.1' not in run(host, 'fail2ban-client status sshd')
+
+
+def test_aide_reports_a_new_system_file_but_not_app_data(host):
+    database = host.file('/var/lib/aide/aide.db')
+    assert database.exists and database.size > 0
+    timer = host.service('dailyaidecheck.timer')
+    assert timer.is_enabled and timer.is_running
+    assert host.file('/etc/aide/aide.conf.d/70_prodready_excludes').contains('^!/srv$')
+    probes = ('/usr/local/sbin/prodready-aide-probe', '/srv/prodready-aide-probe')
+    try:
+        for path in probes:
+            run(host, 'echo probe > %s' % path)
+        # aide's exit status is a bit mask of what it found (1: added files).
+        check = host.run('aide --check --config /etc/aide/aide.conf')
+        assert check.rc & 1, check.stdout + check.stderr
+        assert probes[0] in check.stdout
+        assert probes[1] not in check.stdout
+    finally:
+        host.run('rm -f %s %s' % probes)
