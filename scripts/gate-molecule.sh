@@ -20,6 +20,14 @@ else
   for s in "${longest_first[@]}"; do [[ " ${found[*]} " == *" $s "* ]] && scenarios+=("$s"); done
   for s in "${found[@]}"; do [[ " ${longest_first[*]} " == *" $s "* ]] || scenarios+=("$s"); done
 fi
+# Mitogen's strategy (requirements/dev.txt) runs each container's tasks in one
+# persistent Python instead of a `docker exec` and a fresh interpreter per
+# task: converges several times faster. PRODREADY_MITOGEN=0 turns it off.
+if [[ ${PRODREADY_MITOGEN:-1} != 0 ]] && strategy_dir=$(python -c \
+    'import os, ansible_mitogen.plugins.strategy as s; print(os.path.dirname(s.__file__))' 2>/dev/null); then
+  export ANSIBLE_STRATEGY_PLUGINS=$strategy_dir ANSIBLE_STRATEGY=${ANSIBLE_STRATEGY:-mitogen_linear}
+  echo "molecule: Ansible strategy $ANSIBLE_STRATEGY"
+fi
 summary=${MOLECULE_SUMMARY:-/dev/null}
 jobs=${MOLECULE_JOBS:-3}
 logs=$(mktemp -d)
