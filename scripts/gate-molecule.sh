@@ -14,7 +14,7 @@ if [[ $# -gt 0 ]]; then
   scenarios=("$@")
 else
   # Longest first, so the last one to start does not end long after the others.
-  longest_first=(hardening default backup pgbouncer logrotate)
+  longest_first=(default hardening backup monitoring logrotate rollback pgbouncer)
   mapfile -t found < <(for f in molecule/*/molecule.yml; do basename "$(dirname "$f")"; done | sort)
   scenarios=()
   for s in "${longest_first[@]}"; do [[ " ${found[*]} " == *" $s "* ]] && scenarios+=("$s"); done
