@@ -83,14 +83,15 @@ def render(results, now):
     return '\n'.join(lines) + '\n'
 
 
-def write_atomic(directory, name, text):
+def write_atomic(directory, name, text, mode=0o644):
+    """Write ``text`` to ``directory/name`` through a synced temporary file and a rename."""
     fd, tmp = tempfile.mkstemp(prefix='.%s.' % name, dir=directory)
     try:
         with os.fdopen(fd, 'w') as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, mode)
         os.rename(tmp, os.path.join(directory, name))
     except BaseException:
         if os.path.exists(tmp):

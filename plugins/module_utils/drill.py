@@ -20,8 +20,9 @@ import json
 import os
 import re
 import signal
-import tempfile
 import time
+
+from ansible_collections.prodready.vps.plugins.module_utils.diskguard import write_atomic
 
 RECOVERED = 'recovered'
 ALERTED = 'alerted'
@@ -455,18 +456,7 @@ def write_report(directory, report, now=None):
     if not os.path.isdir(directory):
         os.makedirs(directory, 0o700)
     text = json.dumps(report, indent=2, sort_keys=True) + '\n'
-    path = os.path.join(directory, report_name(report, now))
-    for target in (path, os.path.join(directory, 'latest.json')):
-        fd, tmp = tempfile.mkstemp(prefix='.drill.', dir=directory)
-        try:
-            with os.fdopen(fd, 'w') as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o600)
-            os.rename(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-    return path
+    name = report_name(report, now)
+    for target in (name, 'latest.json'):
+        write_atomic(directory, target, text, mode=0o600)
+    return os.path.join(directory, name)
