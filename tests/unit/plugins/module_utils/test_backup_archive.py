@@ -677,3 +677,23 @@ def test_damaged_recipient_stanza_is_an_integrity_error_not_a_wrong_key(tree, ke
     other, _public = age.generate_identity()
     with pytest.raises(ba.BackupIntegrityError):  # the damage is reported whatever the key
         ba.verify(result['archive'], identity=other)
+
+
+@pytest.mark.parametrize('extra', ['inner', 'same', 'disjoint'])
+def test_overlapping_sources_store_each_path_once(tree, keys, extra):
+    src, dest = tree
+    secret, public = keys
+    (src / 'other').mkdir()
+    (src / 'other' / 'note.txt').write_bytes(b'note\n')
+    second = {'inner': src / 'etc' / 'app', 'same': src / 'etc', 'disjoint': src / 'other'}[extra]
+    sources = [str(src / 'etc'), str(second)]
+    assert ba._sources_overlap(ba.normalize_sources(sources)) is (extra != 'disjoint')  # pylint: disable=protected-access
+    result = ba.create(str(dest), sources, recipients=public,
+                       commands=[{'name': (src / 'etc' / 'app' / 'run.sh').as_posix().lstrip('/'), 'shell': 'printf x'}])
+    names = [e['name'] for e in read_json(result['manifest'])['entries']]
+    assert len(names) == len(set(names)) == result['entries']
+    assert ba.verify(result['archive'], identity=secret)['entries'] == result['entries']  # archive and manifest agree
+    # The command's output won over the file of the same name; the entries' spool left nothing behind.
+    run_sh = [e for e in read_json(result['manifest'])['entries'] if e['name'].endswith('etc/app/run.sh')]
+    assert len(run_sh) == 1 and run_sh[0].get('command') is True
+    assert [n for n in backup_files(dest) if n != '.backup.lock'] == sorted([result['name'], os.path.basename(result['manifest'])])
