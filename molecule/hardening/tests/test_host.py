@@ -339,7 +339,7 @@ def test_fail2ban_bans_repeated_ssh_failures_from_another_host(host, other_conta
             break
         time.sleep(1)
     assert table.rc == 0 and other_address in table.stdout, (
-        table.stdout + table.stderr + run(host, 'journalctl -u fail2ban --no-pager -n 40'))
+        table.stdout + table.stderr + run(host, 'fail2ban-client get sshd actions; tail -n 40 /var/log/fail2ban.log'))
     assert run(host, 'nft list table inet prodready')
     refused = other.run("python3 -c 'import socket,sys\n"
                         "s = socket.socket(); s.settimeout(3)\n"
