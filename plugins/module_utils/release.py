@@ -54,6 +54,7 @@ import tempfile
 import time
 import zipfile
 
+from ansible_collections.prodready.vps.plugins.module_utils.failure_hook import fsync_dir
 from ansible_collections.prodready.vps.plugins.module_utils.textfile import render
 
 RELEASES = 'releases'
@@ -127,19 +128,6 @@ def write_atomic(path, data, mode=0o644, uid=None, gid=None):
             os.unlink(tmp)
         raise
     fsync_dir(directory)
-
-
-def fsync_dir(directory):
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_json(path, document):
