@@ -77,6 +77,7 @@ Design choices:
 from __future__ import (absolute_import, division, print_function)  # noqa: UP010, I001 (Ansible boilerplate)
 __metaclass__ = type  # noqa: UP001
 
+import codecs
 import collections
 import datetime
 import errno
@@ -1516,28 +1517,252 @@ def _compact_entry(pairs):
     return _Entry((obj['name'], sys.intern(obj['type']), obj.get('size'), obj.get('sha256'), obj.get('linkname')))
 
 
+MANIFEST_READ_SIZE = 64 * 1024           # manifest bytes read at a time, and text kept ahead of the decoder
+MANIFEST_ENTRY_MAX = 1024 * 1024         # longest manifest entry accepted, in characters (ours: a few KiB at most)
+MANIFEST_VALUE_MAX = 256 * 1024 * 1024   # longest other top-level value (sources, warnings...)
+_JSON_SPACE = re.compile(r'[ \t\n\r]*')
+_PLAIN_JSON = json.JSONDecoder()
+_COMPACT_JSON = json.JSONDecoder(object_pairs_hook=_compact_entry)
+
+
+class _JsonStream:
+    """A JSON text read from a file descriptor in bounded pieces, one complete value at a time.
+
+    The caller walks the structure around the values (:meth:`peek`,
+    :meth:`expect`) and decodes each value with :meth:`value`
+    (``json.JSONDecoder.raw_decode``): only that value and about
+    ``MANIFEST_READ_SIZE`` characters ahead of it are in memory. Reads use
+    ``os.pread`` from ``offset``, so several streams can share one
+    descriptor. Any JSON whitespace is accepted between the tokens. Errors
+    raise ValueError naming the byte offset in the file.
+    """
+
+    def __init__(self, fd, offset):
+        self._fd = fd
+        self._next = offset          # file offset of the next read
+        self._utf8 = codecs.getincrementaldecoder('utf-8')()
+        self._buf = ''
+        self._pos = 0
+        self._eof = False
+
+    def _fill(self, want):
+        """Buffer at least ``want`` characters from the current position, fewer only at the end of the file."""
+        if self._pos:
+            self._buf = self._buf[self._pos:]
+            self._pos = 0
+        parts = [self._buf]
+        have = len(self._buf)
+        while have < want and not self._eof:
+            data = os.pread(self._fd, max(MANIFEST_READ_SIZE, want - have), self._next)
+            try:
+                text = self._utf8.decode(data, final=not data)
+            except UnicodeDecodeError as exc:
+                raise ValueError(f'not UTF-8 text (byte {self._next + exc.start})')
+            self._next += len(data)
+            self._eof = not data
+            parts.append(text)
+            have += len(text)
+        self._buf = ''.join(parts)
+
+    def offset(self, pos=None):
+        """Byte offset in the file of the character at ``pos`` of the buffer (default: the current position)."""
+        pos = self._pos if pos is None else pos
+        pending = len(self._utf8.getstate()[0])  # bytes of a character split by a read
+        return self._next - pending - len(self._buf[pos:].encode('utf-8'))
+
+    def peek(self):
+        """The next character that is not whitespace ('' at the end of the file); it is not consumed."""
+        while True:
+            self._pos = _JSON_SPACE.match(self._buf, self._pos).end()
+            if self._pos < len(self._buf):
+                return self._buf[self._pos]
+            if self._eof:
+                return ''
+            self._fill(MANIFEST_READ_SIZE)
+
+    def expect(self, chars):
+        """Consume the next character, which must be one of ``chars``; return it."""
+        char = self.peek()
+        if not char or char not in chars:
+            found = repr(char) if char else 'the end of the file'
+            wanted = ' or '.join(repr(c) for c in chars)
+            raise ValueError(f'expecting {wanted} at byte {self.offset()}, found {found}')
+        self._pos += 1
+        return char
+
+    def value(self, limit, decoder=_PLAIN_JSON):
+        """Decode and consume the complete JSON value that starts at the next character.
+
+        The decoder fails on a value cut by the end of the buffer as on a
+        malformed one: more is read only when the error could come from the
+        cut (at the end of the buffer, or in a string not closed before it),
+        and at most about ``limit`` characters: a longer value is an error.
+        """
+        if not self.peek():
+            raise ValueError(f'expecting a value at byte {self.offset()}, found the end of the file')
+        if len(self._buf) - self._pos < MANIFEST_READ_SIZE:
+            self._fill(MANIFEST_READ_SIZE)
+        while True:
+            have = len(self._buf) - self._pos
+            try:
+                value, end = decoder.raw_decode(self._buf, self._pos)
+            except json.JSONDecodeError as exc:
+                cut = exc.pos >= len(self._buf) - 16 or exc.msg.startswith('Unterminated string')
+                if have > limit:
+                    raise ValueError(f'a value longer than {limit} characters at byte {self.offset()}')
+                if self._eof or not cut:
+                    raise ValueError(f'{exc.msg} at byte {self.offset(exc.pos)}')
+                self._fill(min(2 * have, limit + 1))
+                continue
+            if end == len(self._buf) and not self._eof:  # a number may go on after the buffer
+                self._fill(have + MANIFEST_READ_SIZE)
+                continue
+            self._pos = end
+            return value
+
+
+class ManifestReader:
+    """The manifest of a backup read in bounded memory: its header, then its entries one at a time.
+
+    The manifest of a backup of many files is large (about 200 bytes of JSON
+    per entry); this reads its entries as they are needed instead of holding
+    them all. Opening
+    reads the file once (every top-level value except ``entries``, and the
+    number of entries) and validates it as :func:`load_manifest` does:
+
+    * ``header``: the manifest without ``entries``;
+    * ``count``: the number of entries;
+    * :meth:`entries`: iterates over the entries, from the file, on every
+      call (several iterations may run at once); as :class:`_Entry` tuples
+      when ``compact``, as dicts otherwise.
+
+    Any JSON layout is accepted, not only the one :func:`create` writes.
+    Raises :class:`BackupIntegrityError` naming the file (missing, not JSON,
+    not a manifest, a single entry longer than ``MANIFEST_ENTRY_MAX``).
+    ``validate=False`` only requires a JSON object. Close it (or use it as a
+    context manager): it keeps the file open, so that all iterations read
+    the same file.
+    """
+
+    def __init__(self, archive, compact=True, validate=True):
+        self.archive = archive
+        self.name = os.path.basename(archive)
+        self.path = manifest_path(archive)
+        self._decoder = _COMPACT_JSON if compact else _PLAIN_JSON
+        self._entries_at = None
+        self._fd = None
+        self.count = 0
+        self.header = {}
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, 'O_CLOEXEC', 0))
+        except FileNotFoundError:
+            raise BackupIntegrityError(f'backup {self.name}: manifest {os.path.basename(self.path)} is missing')
+        except OSError as exc:
+            raise self._unreadable(exc)
+        try:
+            self._read_header(validate)
+        except BaseException:
+            self.close()
+            raise
+
+    def _unreadable(self, exc):
+        return BackupIntegrityError(f'backup {self.name}: manifest {os.path.basename(self.path)} is unreadable: {exc}')
+
+    def _not_manifest(self):
+        return BackupIntegrityError(f'backup {self.name}: {os.path.basename(self.path)} is not a backup manifest')
+
+    def _read_header(self, validate):
+        stream = _JsonStream(self._fd, 0)
+        header = self.header
+        try:
+            if stream.peek() != '{':
+                stream.value(MANIFEST_VALUE_MAX)
+                if stream.peek():
+                    raise ValueError(f'extra data at byte {stream.offset()}')
+                raise self._not_manifest()
+            stream.expect('{')
+            if stream.peek() == '}':
+                stream.expect('}')
+            else:
+                while True:
+                    if stream.peek() != '"':
+                        raise ValueError(f'expecting a property name in double quotes at byte {stream.offset()}')
+                    key = stream.value(MANIFEST_VALUE_MAX)
+                    stream.expect(':')
+                    if key == 'entries' and stream.peek() == '[':
+                        self._entries_at = stream.offset()  # the last "entries" counts, as for json.loads
+                        self.count = 0
+                        stream.expect('[')
+                        for _entry in self._array(stream):
+                            self.count += 1
+                    elif key == 'entries':  # not a list: invalid
+                        self._entries_at = None
+                        self.count = 0
+                        stream.value(MANIFEST_VALUE_MAX)
+                    else:
+                        header[key] = stream.value(MANIFEST_VALUE_MAX)
+                    if stream.expect(',}') == '}':
+                        break
+            if stream.peek():
+                raise ValueError(f'extra data at byte {stream.offset()}')
+        except (OSError, ValueError) as exc:
+            raise self._unreadable(exc)
+        if not validate:
+            return
+        if header.get('format') != MANIFEST_FORMAT:
+            raise self._not_manifest()
+        arch = header.get('archive')
+        if not isinstance(arch, dict) or not isinstance(arch.get('size'), int) or not isinstance(arch.get('sha256'), str) \
+                or self._entries_at is None:
+            raise BackupIntegrityError(f'backup {self.name}: manifest {os.path.basename(self.path)} '
+                                       'lacks the archive checksum or entry list')
+
+    def _array(self, stream, decoder=_PLAIN_JSON):
+        """The values of the array whose ``[`` was just consumed."""
+        if stream.peek() == ']':
+            stream.expect(']')
+            return
+        while True:
+            yield stream.value(MANIFEST_ENTRY_MAX, decoder)
+            if stream.expect(',]') == ']':
+                return
+
+    def entries(self):
+        """Iterate over the manifest entries (:class:`_Entry` tuples when ``compact``, else dicts)."""
+        if self._entries_at is None:
+            return
+        stream = _JsonStream(self._fd, self._entries_at)
+        try:
+            stream.expect('[')
+            for entry in self._array(stream, self._decoder):
+                yield entry
+        except (OSError, ValueError) as exc:
+            raise self._unreadable(exc)
+
+    def close(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc_value, tb):
+        self.close()
+
+
 def load_manifest(archive, compact=False):
     """Read and minimally validate the manifest of ``archive``; raise BackupIntegrityError.
 
-    ``compact`` returns the entries as tuples with a dict-like ``get`` for
-    ``name``, ``type``, ``size``, ``sha256`` and ``linkname`` only
-    (verification and restore), which saves memory for large backups.
+    The whole manifest, entries included, as one dict. ``compact`` returns
+    the entries as tuples with a dict-like ``get`` for ``name``, ``type``,
+    ``size``, ``sha256`` and ``linkname`` only (verification and restore),
+    which saves memory for large backups. :class:`ManifestReader` reads the
+    entries one at a time.
     """
-    name = os.path.basename(archive)
-    path = manifest_path(archive)
-    try:
-        with open(path, 'rb') as handle:
-            manifest = json.loads(handle.read().decode('utf-8'), object_pairs_hook=_compact_entry if compact else None)
-    except FileNotFoundError:
-        raise BackupIntegrityError(f'backup {name}: manifest {os.path.basename(path)} is missing')
-    except (OSError, ValueError) as exc:
-        raise BackupIntegrityError(f'backup {name}: manifest {os.path.basename(path)} is unreadable: {exc}')
-    if not isinstance(manifest, dict) or manifest.get('format') != MANIFEST_FORMAT:
-        raise BackupIntegrityError(f'backup {name}: {os.path.basename(path)} is not a backup manifest')
-    arch = manifest.get('archive')
-    if not isinstance(arch, dict) or not isinstance(arch.get('size'), int) or not isinstance(arch.get('sha256'), str) \
-            or not isinstance(manifest.get('entries'), list):
-        raise BackupIntegrityError(f'backup {name}: manifest {os.path.basename(path)} lacks the archive checksum or entry list')
+    with ManifestReader(archive, compact=compact) as reader:
+        manifest = dict(reader.header)
+        manifest['entries'] = list(reader.entries())
     return manifest
 
 
@@ -2062,11 +2287,11 @@ def list_backups(dest, prefix=None):
         if os.path.exists(manifest_path(path)):
             manifest = manifest_path(path)
             try:
-                with open(manifest) as handle:
-                    data = json.load(handle)
+                with ManifestReader(path, validate=False) as reader:  # the header; entries only counted
+                    data = reader.header
                 moment = retention.parse_time(data.get('created')) if data.get('created') else moment
                 verified_at = data.get('verified') or None
-            except (OSError, ValueError):
+            except (BackupError, OSError, ValueError):
                 pass
         try:
             with open(verified_path(path)) as handle:
