@@ -66,19 +66,25 @@ Design choices:
   and decompress in a :class:`_ReadAhead` thread while this one parses the
   tar stream (:class:`_TarReader`), hashes and writes files. The bindings
   used (hashlib, zstandard, cryptography, file I/O) release the GIL while
-  they work. Memory does not grow with the amount of data, only with the
-  number of entries a verification or a restore stages: measured peak RSS
-  40-47 MiB for 5,000 entries, plus about 0.8 KiB per further entry for a
-  verification and 1 KiB for a restore. A backup keeps its entries in an
-  unnamed file in the backup directory (:class:`_EntrySpool`) and only a
-  16-byte key per name for the duplicate check.
+  they work.
+* **Memory** does not grow with the amount of data, and hardly with the
+  number of entries (bench/backup_rss_files.py: 200,000 files, peak RSS
+  37-40 MiB for backup, verification and restore; 34-35 MiB for 5,000). A
+  backup keeps its entries in an unnamed file in the backup directory
+  (:class:`_EntrySpool`) and only a 16-byte key per name for the duplicate
+  check when sources overlap. Verification and restore read the manifest
+  entry by entry (:class:`ManifestReader`) alongside the archive, whose
+  members are in the same order, and keep 12 bytes per name for the
+  duplicate and hard-link checks (:class:`_NameSet`); a restore keeps what
+  it needs of each staged entry in an unnamed file in its staging directory
+  (:class:`_RecordSpool`) and returns the first ``MEMBERS_LISTED`` names.
 """
 
 from __future__ import (absolute_import, division, print_function)  # noqa: UP010, I001 (Ansible boilerplate)
 __metaclass__ = type  # noqa: UP001
 
+import array
 import codecs
-import collections
 import datetime
 import errno
 import fnmatch
@@ -92,6 +98,7 @@ import re
 import shutil
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import tarfile
@@ -1625,8 +1632,8 @@ class ManifestReader:
     """The manifest of a backup read in bounded memory: its header, then its entries one at a time.
 
     The manifest of a backup of many files is large (about 200 bytes of JSON
-    per entry); this reads its entries as they are needed instead of holding
-    them all. Opening
+    per entry); verification and restore read its entries as they go, in the
+    order of the archive's members, instead of holding them all. Opening
     reads the file once (every top-level value except ``entries``, and the
     number of entries) and validates it as :func:`load_manifest` does:
 
@@ -1756,9 +1763,8 @@ def load_manifest(archive, compact=False):
 
     The whole manifest, entries included, as one dict. ``compact`` returns
     the entries as tuples with a dict-like ``get`` for ``name``, ``type``,
-    ``size``, ``sha256`` and ``linkname`` only (verification and restore),
-    which saves memory for large backups. :class:`ManifestReader` reads the
-    entries one at a time.
+    ``size``, ``sha256`` and ``linkname`` only. Verification and restore do
+    not use this: :class:`ManifestReader` reads the entries one at a time.
     """
     with ManifestReader(archive, compact=compact) as reader:
         manifest = dict(reader.header)
@@ -1812,8 +1818,67 @@ def parse_identities(identity, passphrase=None):
 _parse_identities = parse_identities
 
 
-def _check_member_safe(member, name, pending_regular):
-    """Raise RestoreRefusedError for entries that must never be extracted."""
+class _NameSet:
+    """The entry names met so far in an archive, 8 bytes each, with a flag for the regular files.
+
+    Deep verification and restore check that no name appears twice and that
+    a hard link points to a regular file met before it; a set of the names
+    would cost about 100 bytes per entry, this table costs 12 (an
+    open-addressing table of 64-bit keyed BLAKE2b digests, at most 2/3
+    full, in an ``array``). The key is random per table, so names cannot be
+    crafted to collide; between honest names a collision has a probability
+    of about n**2 / 2**64 (1e-8 for a million entries), and would only
+    report a name twice or accept a hard link that restore's own check of
+    the staged target then refuses.
+    """
+
+    def __init__(self, capacity):
+        self._key = os.urandom(16)
+        self._used = 0
+        self._slots = array.array('Q', [0]) * max(16, capacity * 3 // 2 + 1)
+
+    def _digest(self, name):
+        value = int.from_bytes(hashlib.blake2b(name.encode('utf-8', 'surrogateescape'), digest_size=8,
+                                               key=self._key).digest(), 'little')
+        return (value & ~1) or 2  # bit 0 is the regular-file flag; 0 marks a free slot
+
+    def _find(self, digest):
+        slots = self._slots
+        size = len(slots)
+        index = (digest >> 1) % size
+        while slots[index] and slots[index] & ~1 != digest:
+            index = (index + 1) % size
+        return index
+
+    def add(self, name, regular):
+        """Record ``name``; False (and nothing recorded) when it was there already."""
+        if 3 * (self._used + 1) > 2 * len(self._slots):
+            self._grow()
+        digest = self._digest(name)
+        index = self._find(digest)
+        if self._slots[index]:
+            return False
+        self._slots[index] = digest | bool(regular)
+        self._used += 1
+        return True
+
+    def is_regular(self, name):
+        """Whether ``name`` was recorded as a regular file."""
+        return bool(self._slots[self._find(self._digest(name))] & 1)
+
+    def _grow(self):
+        old = self._slots
+        self._slots = array.array('Q', [0]) * (2 * len(old))
+        for value in old:
+            if value:
+                self._slots[self._find(value & ~1)] = value
+
+    def __len__(self):
+        return self._used
+
+
+def _check_member_safe(member, name, seen):
+    """Raise RestoreRefusedError for entries that must never be extracted (``seen``: a :class:`_NameSet`)."""
     safe = _safe_member_name(member.name)
     if safe is None:
         raise RestoreRefusedError(f'backup {name}: refusing entry {member.name!r}: absolute path, ".." component or empty name')
@@ -1828,40 +1893,53 @@ def _check_member_safe(member, name, pending_regular):
             raise RestoreRefusedError(f'backup {name}: refusing symlink {safe} -> {target}: it points outside the target')
     if member.islnk():
         target = _safe_member_name(member.linkname)
-        if target is None or target not in pending_regular:
+        if target is None or not seen.is_regular(target):
             raise RestoreRefusedError(f'backup {name}: refusing hard link {safe} -> {member.linkname}: the target is not a file of this archive')
     return safe
+
+
+def _entry_name(entry, name):
+    """The name of a manifest entry; BackupIntegrityError when the entry is malformed."""
+    if not isinstance(entry, (dict, _Entry)) or not isinstance(entry.get('name'), str):
+        text = repr(entry)
+        raise BackupIntegrityError('backup {}: malformed manifest entry {}'.format(
+            name, text if len(text) <= 200 else text[:200] + '...'))
+    return entry.get('name')
 
 
 def _scan(archive, manifest, identities, passphrase, max_work_factor, visit=None):
     """One streaming pass: decrypt, decompress, check each entry and the archive checksum.
 
-    ``visit(member, safe_name, reader_or_None)`` is called for each entry;
-    for regular files it must read the data through ``reader`` (a hashing
-    reader: ``read(size)`` returns up to ``size`` bytes, an empty buffer at
-    the end of the entry) or leave it to this function. Returns the list of
-    entry names.
+    ``manifest`` is a :class:`ManifestReader`. ``visit(member, safe_name,
+    reader_or_None)`` is called for each entry; for regular files it must
+    read the data through ``reader`` (a hashing reader: ``read(size)``
+    returns up to ``size`` bytes, an empty buffer at the end of the entry)
+    or leave it to this function. Returns the number of entries.
+
+    Member *i* of the archive must be entry *i* of the manifest:
+    :func:`create` appends each entry to the manifest as it writes the
+    member (command outputs, then each source's walk, skipping the names
+    already written; it writes no hard links), as every earlier version
+    did. So the entries are read from the manifest alongside the members,
+    and memory does not grow with their number: duplicates and hard-link
+    targets are checked against a :class:`_NameSet` (12 bytes per name).
 
     Decryption and decompression run in a :class:`_ReadAhead` thread; the
     tar stream is parsed by :class:`_TarReader` in this one.
     """
     name = os.path.basename(archive)
-    expected = {}
-    for entry in manifest['entries']:
-        if not isinstance(entry, (dict, _Entry)) or entry.get('name') is None:
-            raise BackupIntegrityError(f'backup {name}: malformed manifest entry {entry!r}')
-        expected[entry.get('name')] = entry
-    seen = []
-    seen_set = set()
-    regular = set()
+    header = manifest.header
+    expected = manifest.entries()
+    seen = _NameSet(min(manifest.count, 1 << 20))  # it grows past that: sized by the members found, not by the manifest
+    position = 0
     with open(archive, 'rb') as raw:
         counter = _CountingReader(raw)
 
         def checksum_error():
             counter.drain()
             digest = counter.sha256.hexdigest()
-            if digest != manifest['archive']['sha256'] or counter.size != manifest['archive']['size']:
-                return BackupIntegrityError('backup {}: archive checksum mismatch (manifest {}, file {})'.format(name, manifest['archive']['sha256'], digest))
+            if digest != header['archive']['sha256'] or counter.size != header['archive']['size']:
+                return BackupIntegrityError('backup {}: archive checksum mismatch (manifest {}, file {})'.format(name, header['archive']['sha256'], digest))
             return None
 
         try:
@@ -1871,35 +1949,38 @@ def _scan(archive, manifest, identities, passphrase, max_work_factor, visit=None
             err = checksum_error()
             if err is not None:
                 raise err
-            to = ', '.join(manifest.get('recipients') or []) or 'a passphrase'
+            to = ', '.join(header.get('recipients') or []) or 'a passphrase'
             raise BackupDecryptError(f'backup {name}: none of the given identities can decrypt it (it was encrypted to {to})')
         except age.AgeKeyError as exc:
             raise BackupDecryptError(f'backup {name}: {exc}')
         except age.AgeError as exc:
             raise checksum_error() or BackupIntegrityError(f'backup {name}: corrupt age header: {exc}')
         try:
-            stream = _decompressor(manifest.get('compression'), decryptor)
+            stream = _decompressor(header.get('compression'), decryptor)
             ahead = _ReadAhead(stream)
             try:
                 tar = _TarReader(ahead.read)
                 for member in tar:
-                    safe = _check_member_safe(member, name, regular)
-                    entry = expected.get(safe)
-                    if entry is None:
-                        raise BackupIntegrityError(f'backup {name}: entry {safe} is not in the manifest')
-                    safe = entry.get('name')  # equal; the manifest's string, so that a large backup holds one copy
-                    if safe in seen_set:
-                        raise BackupIntegrityError(f'backup {name}: entry {safe} appears twice')
-                    seen.append(safe)
-                    seen_set.add(safe)
+                    safe = _check_member_safe(member, name, seen)
                     kind = 'file' if member.isfile() else 'dir' if member.isdir() else \
                         'symlink' if member.issym() else 'hardlink'
+                    if not seen.add(safe, kind == 'file'):
+                        raise BackupIntegrityError(f'backup {name}: entry {safe} appears twice')
+                    entry = next(expected, None)
+                    if entry is None:
+                        raise BackupIntegrityError(f'backup {name}: entry {safe} is not in the manifest '
+                                                   f'(it lists {manifest.count} entries, the archive has more)')
+                    listed = _entry_name(entry, name)
+                    if listed != safe:
+                        raise BackupIntegrityError(f'backup {name}: entry {safe} is not in the manifest where the '
+                                                   f'archive has it: manifest entry {position + 1} is {listed} (the '
+                                                   'manifest lists the entries in the order of the archive)')
+                    position += 1
                     if entry.get('type') != kind:
                         raise BackupIntegrityError('backup {}: entry {} is a {}, the manifest says {}'.format(name, safe, kind, entry.get('type')))
                     if kind in ('symlink', 'hardlink') and entry.get('linkname') not in (None, member.linkname):
                         raise BackupIntegrityError(f'backup {name}: link {safe} target differs from the manifest')
                     if kind == 'file':
-                        regular.add(safe)
                         reader = _MemberReader(tar)
                         if visit is not None:
                             visit(member, safe, reader)
@@ -1910,10 +1991,10 @@ def _scan(archive, manifest, identities, passphrase, max_work_factor, visit=None
                                                        f'(size {member.size}, sha256 {reader.sha256.hexdigest()})')
                     elif visit is not None:
                         visit(member, safe, None)
-                missing = [n for n in expected if n not in seen_set]
+                missing = [_entry_name(entry, name) for _index, entry in zip(range(5), expected)]
                 if missing:
-                    raise BackupIntegrityError(f'backup {name}: {len(missing)} manifest entries are missing from the '
-                                               f'archive: {", ".join(missing[:5])}')
+                    raise BackupIntegrityError(f'backup {name}: {manifest.count - position} manifest entries are missing '
+                                               f'from the archive: {", ".join(missing)}')
                 tar.drain()  # gzip/zstd trailer checks
             finally:
                 ahead.close()  # the thread has stopped: counter, decryptor and stream are this thread's again
@@ -1930,9 +2011,9 @@ def _scan(archive, manifest, identities, passphrase, max_work_factor, visit=None
             raise
         counter.drain()
     digest = counter.sha256.hexdigest()
-    if digest != manifest['archive']['sha256'] or counter.size != manifest['archive']['size']:
-        raise BackupIntegrityError('backup {}: archive checksum mismatch (manifest {}, file {})'.format(name, manifest['archive']['sha256'], digest))
-    return seen
+    if digest != header['archive']['sha256'] or counter.size != header['archive']['size']:
+        raise BackupIntegrityError('backup {}: archive checksum mismatch (manifest {}, file {})'.format(name, header['archive']['sha256'], digest))
+    return position
 
 
 def _shallow(archive, manifest):
@@ -1968,19 +2049,19 @@ def verify(archive, identity=None, passphrase=None, mark=False, max_work_factor=
     :raises BackupIntegrityError, BackupDecryptError, RestoreRefusedError.
     """
     archive = os.path.abspath(archive)
-    manifest = load_manifest(archive, compact=True)
-    identities = _parse_identities(identity, passphrase)
-    if identities is None:
-        _shallow(archive, manifest)
-        mode = 'shallow'
-    else:
-        _scan(archive, manifest, identities or None, passphrase, max_work_factor)
-        mode = 'deep'
-        if mark:
-            _write_marker(archive)
-    return {'name': os.path.basename(archive), 'archive': archive, 'mode': mode,
-            'size': manifest['archive']['size'], 'entries': len(manifest['entries']),
-            'created': manifest.get('created')}
+    with ManifestReader(archive) as manifest:
+        identities = _parse_identities(identity, passphrase)
+        if identities is None:
+            _shallow(archive, manifest.header)
+            mode = 'shallow'
+        else:
+            _scan(archive, manifest, identities or None, passphrase, max_work_factor)
+            mode = 'deep'
+            if mark:
+                _write_marker(archive)
+        return {'name': os.path.basename(archive), 'archive': archive, 'mode': mode,
+                'size': manifest.header['archive']['size'], 'entries': manifest.count,
+                'created': manifest.header.get('created')}
 
 
 def _write_marker(archive):
@@ -2001,8 +2082,67 @@ def _write_marker(archive):
 # Restore
 
 
-# What restore() keeps of each staged entry until it is moved into place (not the TarInfo: large backups).
-_Staged = collections.namedtuple('_Staged', 'kind mode mtime uid gid size')
+MEMBERS_LISTED = 1000    # entry names restore() returns in members (and overwritten); the totals count them all
+PARENT_CACHE = 4096      # directories restore() remembers as created and checked (a cache: cleared when full)
+
+
+class _RecordSpool:
+    """Small records (JSON arrays) in an unnamed temporary file, read back in order or in reverse order.
+
+    What :func:`restore` keeps of each staged entry until it is moved into
+    place, on disk rather than in memory (like :class:`_EntrySpool` for a
+    backup): the file has no name, and is gone when closed or when the
+    process dies. Each record is framed by its length on both sides.
+    """
+
+    _LENGTH = struct.Struct('<I')
+
+    def __init__(self, directory):
+        self._file = tempfile.TemporaryFile(mode='w+b', dir=directory)
+        self._end = 0
+        self._reading = False
+
+    def append(self, record):
+        """Add a record (not while iterating over this spool)."""
+        if self._reading:
+            self._file.seek(self._end)
+            self._reading = False
+        # ensure_ascii (the default) keeps the lone surrogates of names that are not UTF-8
+        data = json.dumps(record, separators=(',', ':')).encode('ascii')
+        length = self._LENGTH.pack(len(data))
+        self._file.write(length + data + length)
+        self._end += len(data) + 2 * self._LENGTH.size
+
+    def __iter__(self):
+        size = self._LENGTH.size
+        self._reading = True
+        self._file.seek(0)
+        position = 0
+        while position < self._end:
+            length = self._LENGTH.unpack(self._file.read(size))[0]
+            data = self._file.read(length + size)[:length]
+            position += length + 2 * size
+            yield json.loads(data)
+
+    def __reversed__(self):
+        size = self._LENGTH.size
+        self._reading = True
+        position = self._end
+        while position > 0:
+            self._file.seek(position - size)
+            length = self._LENGTH.unpack(self._file.read(size))[0]
+            position -= length + 2 * size
+            self._file.seek(position + size)
+            yield json.loads(self._file.read(length))
+
+    def close(self):
+        self._file.close()
+
+
+def _list_member(stats, key, safe):
+    stats[key + '_total'] += 1
+    if len(stats[key]) < MEMBERS_LISTED:
+        stats[key].append(safe)
 
 
 def _selected(name, only):
@@ -2017,6 +2157,12 @@ def _selected(name, only):
 
 def _inside(path, root):
     return path == root or path.startswith(root.rstrip('/') + '/')
+
+
+def _remember(cache, item):
+    if len(cache) >= PARENT_CACHE:
+        cache.clear()
+    cache.add(item)
 
 
 def restore(archive, target, identity=None, passphrase=None, overwrite=False, only=None, restore_owner=False,
@@ -2039,15 +2185,27 @@ def restore(archive, target, identity=None, passphrase=None, overwrite=False, on
     nothing, not even ``target``; links that resolve outside the target only
     through other links of the archive are caught by the real run alone.
 
-    :returns: dict ``name, target, files, dirs, links, bytes, members`` (the
-        entry names written, in archive order), ``overwritten`` (existing
-        non-directories replaced) and ``dry_run``.
+    Memory does not grow with the number of entries: the manifest is read as
+    the archive is (:class:`ManifestReader`), and what is kept of each staged
+    entry until the renames is in an unnamed file in the staging directory
+    (:class:`_RecordSpool`).
+
+    :returns: dict ``name, target, files, dirs, links, bytes``, ``members``
+        (the first ``MEMBERS_LISTED`` entry names written, in archive order)
+        and ``members_total`` (their number), ``overwritten`` (the first
+        ``MEMBERS_LISTED`` existing non-directories replaced) and
+        ``overwritten_total``, and ``dry_run``.
     """
     archive = os.path.abspath(archive)
-    name = os.path.basename(archive)
     if identity is None and passphrase is None:
         raise BackupConfigError('restore needs an identity (AGE-SECRET-KEY-1...) or the passphrase')
-    manifest = load_manifest(archive, compact=True)
+    with ManifestReader(archive) as manifest:
+        return _restore(archive, manifest, target, identity, passphrase, overwrite, only, restore_owner,
+                        max_work_factor, dry_run)
+
+
+def _restore(archive, manifest, target, identity, passphrase, overwrite, only, restore_owner, max_work_factor, dry_run):
+    name = os.path.basename(archive)
     identities = _parse_identities(identity, passphrase) or None
     only = _as_list(only)
     target = os.path.abspath(target)
@@ -2055,47 +2213,54 @@ def restore(archive, target, identity=None, passphrase=None, overwrite=False, on
         os.makedirs(target, exist_ok=True)
     real_target = os.path.realpath(target)
 
-    selected = []
-    for entry in manifest['entries']:
-        safe = _safe_member_name(str(entry.get('name', '')))
-        if safe is not None and _selected(safe, only):
-            selected.append((safe, entry.get('type')))
-    if only and not selected:
-        raise RestoreRefusedError(f'backup {name}: no entry matches {", ".join(only)}')
+    stats = {'name': name, 'target': target, 'files': 0, 'dirs': 0, 'links': 0, 'bytes': 0,
+             'members': [], 'members_total': 0, 'overwritten': [], 'overwritten_total': 0,
+             'dry_run': bool(dry_run)}
+    selected = 0
     conflicts = []
-    overwritten = []
-    for safe, kind in selected:
+    conflicts_total = 0
+    for entry in manifest.entries():
+        if not isinstance(entry, (dict, _Entry)):
+            continue  # malformed: _scan refuses it
+        safe = _safe_member_name(str(entry.get('name', '')))
+        if safe is None or not _selected(safe, only):
+            continue
+        selected += 1
         path = os.path.join(real_target, safe)
         if not os.path.lexists(path):
             continue
-        if kind == 'dir':
+        conflict = None
+        if entry.get('type') == 'dir':
             if not os.path.isdir(path):
-                conflicts.append(safe + ' (exists and is not a directory)')
+                conflict = safe + ' (exists and is not a directory)'
         elif os.path.isdir(path) and not os.path.islink(path):
-            conflicts.append(safe + ' (is a directory)')
+            conflict = safe + ' (is a directory)'
         elif not overwrite:
-            conflicts.append(safe)
+            conflict = safe
         else:
-            overwritten.append(safe)
-    if conflicts:
-        raise RestoreRefusedError(f'backup {name}: refusing to overwrite {len(conflicts)} existing path(s) in {target} '
-                                  f'(use overwrite): {", ".join(conflicts[:10])}')
-    del selected  # memory: one tuple per entry
+            _list_member(stats, 'overwritten', safe)
+        if conflict is not None:
+            conflicts_total += 1
+            if len(conflicts) < 10:
+                conflicts.append(conflict)
+    if only and not selected:
+        raise RestoreRefusedError(f'backup {name}: no entry matches {", ".join(only)}')
+    if conflicts_total:
+        raise RestoreRefusedError(f'backup {name}: refusing to overwrite {conflicts_total} existing path(s) in {target} '
+                                  f'(use overwrite): {", ".join(conflicts)}')
 
-    stats = {'name': name, 'target': target, 'files': 0, 'dirs': 0, 'links': 0, 'bytes': 0,
-             'members': [], 'overwritten': overwritten, 'dry_run': bool(dry_run)}
     if dry_run:
         _restore_dry_run(archive, manifest, identities, passphrase, max_work_factor, only, real_target, stats)
         return stats
     staging = tempfile.mkdtemp(prefix='.restore-', dir=real_target)
     as_root = restore_owner and hasattr(os, 'geteuid') and os.geteuid() == 0
     mode_mask = 0o7777 if as_root else 0o1777
-    members = []
     # Parent directories already created and checked (realpath costs an lstat per
     # path component, per file). Emptied whenever a symlink appears, since a link
     # can change where a path leads; files and directories cannot.
     staged_parents = set()
     final_parents = set()
+    staged = dirs = None
 
     def staged_parent(safe):
         parent = os.path.join(staging, posixpath.dirname(safe))
@@ -2104,7 +2269,7 @@ def restore(archive, target, identity=None, passphrase=None, overwrite=False, on
         os.makedirs(parent, mode=0o700, exist_ok=True)
         if not _inside(os.path.realpath(parent), staging):
             raise RestoreRefusedError(f'backup {name}: refusing {safe}: its directory resolves outside the target')
-        staged_parents.add(parent)
+        _remember(staged_parents, parent)
         return parent
 
     def stage(member, safe, reader):
@@ -2142,47 +2307,51 @@ def restore(archive, target, identity=None, passphrase=None, overwrite=False, on
                 else:
                     os.utime(path, (member.mtime, member.mtime))
         kind = 'dir' if member.isdir() else 'symlink' if member.issym() else 'hardlink' if member.islnk() else 'file'
-        members.append((safe, _Staged(kind, member.mode, member.mtime, member.uid, member.gid, member.size)))
+        staged.append([safe, kind, member.mode, member.mtime, member.uid, member.gid, member.size])
 
     try:
+        staged = _RecordSpool(staging)
         _scan(archive, manifest, identities, passphrase, max_work_factor, visit=stage)
-        dirs = []
-        for safe, member in members:
+        dirs = _RecordSpool(staging)
+        for safe, kind, mode, mtime, uid, gid, size in staged:
             final_parent = os.path.join(real_target, posixpath.dirname(safe))
             if final_parent not in final_parents:
                 os.makedirs(final_parent, exist_ok=True)
                 if not _inside(os.path.realpath(final_parent), real_target):
                     raise RestoreRefusedError(f'backup {name}: refusing {safe}: its directory resolves outside {target}')
-                final_parents.add(final_parent)
+                _remember(final_parents, final_parent)
             final = os.path.join(final_parent, posixpath.basename(safe))
-            if member.kind == 'dir':
+            if kind == 'dir':
                 if not os.path.isdir(final):
                     os.mkdir(final, 0o700)
                 if not _inside(os.path.realpath(final), real_target):
                     raise RestoreRefusedError(f'backup {name}: refusing {safe}: it resolves outside {target}')
-                dirs.append((final, member))
+                dirs.append([final, mode, mtime, uid, gid])
                 stats['dirs'] += 1
-                stats['members'].append(safe)
+                _list_member(stats, 'members', safe)
                 continue
             if os.path.lexists(final) and not overwrite:  # appeared since the check above
                 raise RestoreRefusedError(f'backup {name}: refusing to overwrite {final}')
-            if member.kind == 'symlink':
+            if kind == 'symlink':
                 final_parents.clear()
             os.rename(os.path.join(staging, safe), final)
-            stats['members'].append(safe)
-            if member.kind == 'file':
+            _list_member(stats, 'members', safe)
+            if kind == 'file':
                 stats['files'] += 1
-                stats['bytes'] += member.size
+                stats['bytes'] += size
             else:
                 stats['links'] += 1
-                if as_root and member.kind == 'symlink':
-                    os.lchown(final, member.uid, member.gid)
-        for final, member in reversed(dirs):
+                if as_root and kind == 'symlink':
+                    os.lchown(final, uid, gid)
+        for final, mode, mtime, uid, gid in reversed(dirs):
             if as_root:
-                os.chown(final, member.uid, member.gid)
-            os.chmod(final, member.mode & mode_mask)
-            os.utime(final, (member.mtime, member.mtime))
+                os.chown(final, uid, gid)
+            os.chmod(final, mode & mode_mask)
+            os.utime(final, (mtime, mtime))
     finally:
+        for spool in (staged, dirs):
+            if spool is not None:
+                spool.close()
         shutil.rmtree(staging, ignore_errors=True)
     _fsync_dir(real_target)
     return stats
@@ -2191,7 +2360,6 @@ def restore(archive, target, identity=None, passphrase=None, overwrite=False, on
 def _restore_dry_run(archive, manifest, identities, passphrase, max_work_factor, only, real_target, stats):
     """The checks of :func:`restore` in one verifying pass, writing nothing; fills ``stats``."""
     name = stats['name']
-    restored_files = set()
 
     def check(member, safe, reader):
         if not _selected(safe, only):
@@ -2204,17 +2372,18 @@ def _restore_dry_run(archive, manifest, identities, passphrase, max_work_factor,
             if not _inside(os.path.realpath(os.path.join(real_target, safe)), real_target):
                 raise RestoreRefusedError(f'backup {name}: refusing {safe}: it resolves outside {stats["target"]}')
         elif member.islnk():
-            if _safe_member_name(member.linkname) not in restored_files:
+            # _scan checked (_check_member_safe) that the target is a regular file met before the link: the real
+            # run restored it if it is selected.
+            if not _selected(_safe_member_name(member.linkname), only):
                 raise RestoreRefusedError(f'backup {name}: refusing hard link {safe}: target {member.linkname} '
                                           'was not restored')
             stats['links'] += 1
         elif member.issym():
             stats['links'] += 1
         else:
-            restored_files.add(safe)
             stats['files'] += 1
             stats['bytes'] += member.size
-        stats['members'].append(safe)
+        _list_member(stats, 'members', safe)
 
     _scan(archive, manifest, identities, passphrase, max_work_factor, visit=check)
 

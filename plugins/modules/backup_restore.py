@@ -281,13 +281,19 @@ def dump_member(module, base, member):
     """The dump's normalised archive path, after checking the manifest lists it as a file."""
     archive = base['archive']
     wanted = member.strip('/')
+    found = False
+    dumps = []
     try:
-        manifest = ba.load_manifest(archive)
+        with ba.ManifestReader(archive, compact=False) as manifest:  # entry by entry: a manifest can be large
+            for entry in manifest.entries():
+                if not isinstance(entry, dict):
+                    continue
+                found = found or (entry.get('name') == wanted and entry.get('type') == 'file')
+                if entry.get('command'):
+                    dumps.append(entry.get('name'))
     except ba.BackupError as exc:
         module.fail_json(msg=to_native(exc), **base)
-    files = [e.get('name') for e in manifest['entries'] if e.get('type') == 'file']
-    if wanted not in files:
-        dumps = [e.get('name') for e in manifest['entries'] if e.get('command')]
+    if not found:
         module.fail_json(msg='backup %s has no file %s to give to pg_restore (command outputs in it: %s)'
                          % (os.path.basename(archive), member, ', '.join(dumps) or 'none'), **base)
     return wanted
@@ -346,10 +352,11 @@ def main():
     except (ba.BackupError, OSError) as exc:
         module.fail_json(msg=to_native(exc) + hint(exc), **base)
 
-    members = stats.pop('members')
+    # restore() lists the first ba.MEMBERS_LISTED names (1000) and counts them all.
     result = dict(base, files=stats['files'], dirs=stats['dirs'], links=stats['links'], bytes=stats['bytes'],
-                  members=members[:MAX_MEMBERS], members_total=len(members), overwritten=stats['overwritten'][:MAX_MEMBERS])
-    result['changed'] = bool(members)
+                  members=stats['members'][:MAX_MEMBERS], members_total=stats['members_total'],
+                  overwritten=stats['overwritten'][:MAX_MEMBERS])
+    result['changed'] = bool(stats['members_total'])
 
     if command:
         result['changed'] = True

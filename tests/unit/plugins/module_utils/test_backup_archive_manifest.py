@@ -3,13 +3,19 @@
 # SPDX-License-Identifier: GPL-3.0-or-later
 """Tests for the streaming manifest reader of backup_archive.py and for what verification and restore build on it.
 
-The reader reads the entries one at a time: any JSON layout, errors naming
-the file, bounded memory.
+Manifest entries are read in the order of the archive's members, one at a
+time: the reader itself (any JSON layout, errors naming the file, bounded
+memory), the in-order checks of deep verification (order, duplicates, hard
+links) and the memory of verify and restore against the number of entries.
 """
 
+import gzip
+import hashlib
+import io
 import json
 import os
 import random
+import tarfile
 import tracemalloc
 
 import pytest
@@ -209,3 +215,204 @@ def test_reader_memory_does_not_grow_with_the_number_of_entries(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 1024 * 1024, peak
+
+
+# --- verification and restore read the manifest in archive order
+
+
+def craft(dest, members, public, manifest_entries=None, compression='gzip'):
+    """An encrypted archive of ``members`` ((TarInfo, data) pairs) and its manifest (entries in archive order,
+    or ``manifest_entries``)."""
+    raw = io.BytesIO()
+    entries = []
+    with tarfile.open(fileobj=raw, mode='w', format=tarfile.PAX_FORMAT) as tar:
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+            kind = {tarfile.REGTYPE: 'file', tarfile.DIRTYPE: 'dir', tarfile.SYMTYPE: 'symlink',
+                    tarfile.LNKTYPE: 'hardlink'}[info.type]
+            entry = {'name': info.name.strip('/'), 'type': kind}
+            if kind == 'file':
+                entry.update(size=len(data), sha256=hashlib.sha256(data).hexdigest())
+            elif info.linkname:
+                entry['linkname'] = info.linkname
+            entries.append(entry)
+    ciphertext = age.encrypt_bytes(gzip.compress(raw.getvalue(), 1), public)
+    path = os.path.join(str(dest), NAME)
+    with open(path, 'wb') as handle:
+        handle.write(ciphertext)
+    manifest = {'format': ba.MANIFEST_FORMAT, 'version': 1, 'compression': compression,
+                'entries': entries if manifest_entries is None else manifest_entries,
+                'archive': {'size': len(ciphertext), 'sha256': hashlib.sha256(ciphertext).hexdigest()}}
+    with open(path + ba.MANIFEST_SUFFIX, 'w') as handle:
+        json.dump(manifest, handle)
+    return path, entries
+
+
+def member(name, kind=tarfile.REGTYPE, data=b'data', linkname=''):
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.size = len(data) if kind == tarfile.REGTYPE else 0
+    info.linkname = linkname
+    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
+    info.mtime = 1795132800
+    return info, data if kind == tarfile.REGTYPE else None
+
+
+def refused_everywhere(path, tmp_path, secret, error, match, **kwargs):
+    """verify, restore and its dry run all refuse, and nothing is written."""
+    target = tmp_path / 'target'
+    target.mkdir(exist_ok=True)
+    if not kwargs:
+        with pytest.raises(error, match=match):
+            ba.verify(path, identity=secret)
+    for dry_run in (True, False):
+        with pytest.raises(error, match=match):
+            ba.restore(path, str(target), identity=secret, dry_run=dry_run, **kwargs)
+        assert os.listdir(target) == []
+
+
+def test_archive_and_manifest_in_the_same_order(tmp_path, keys):
+    secret, public = keys
+    members = [member('a', tarfile.DIRTYPE), member('a/f1'), member('a/f2', data=b'two')]
+    path, entries = craft(tmp_path, members, public)
+    assert ba.verify(path, identity=secret)['entries'] == 3
+    swapped = [entries[0], entries[2], entries[1]]
+    craft(tmp_path, members, public, manifest_entries=swapped)
+    refused_everywhere(path, tmp_path, secret, ba.BackupIntegrityError,
+                       f'backup {NAME}: entry a/f1 is not in the manifest where the archive has it: '
+                       'manifest entry 2 is a/f2')
+    craft(tmp_path, members, public, manifest_entries=entries[:2])
+    refused_everywhere(path, tmp_path, secret, ba.BackupIntegrityError,
+                       'entry a/f2 is not in the manifest \\(it lists 2 entries, the archive has more\\)')
+    craft(tmp_path, members, public, manifest_entries=entries + [{'name': 'x', 'type': 'dir'}, {'name': 'y', 'type': 'dir'}])
+    refused_everywhere(path, tmp_path, secret, ba.BackupIntegrityError,
+                       '2 manifest entries are missing from the archive: x, y')
+    craft(tmp_path, members, public, manifest_entries=entries[:1] + ['junk'] + entries[1:])
+    refused_everywhere(path, tmp_path, secret, ba.BackupIntegrityError, "malformed manifest entry 'junk'")
+
+
+def test_duplicate_entry_in_archive_and_manifest(tmp_path, keys):
+    secret, public = keys
+    for members in ([member('f'), member('g'), member('f')],
+                    [member('d', tarfile.DIRTYPE), member('d', tarfile.DIRTYPE)],
+                    [member('l', tarfile.SYMTYPE, linkname='x'), member('l', tarfile.DIRTYPE)]):
+        path, _entries = craft(tmp_path, members, public)  # the manifest lists the name twice as well
+        name = members[0][0].name
+        refused_everywhere(path, tmp_path, secret, ba.BackupIntegrityError, f'backup {NAME}: entry {name} appears twice')
+
+
+def test_hard_links(tmp_path, keys):
+    secret, public = keys
+    path, _entries = craft(tmp_path, [member('d', tarfile.DIRTYPE), member('d/f', data=b'content'),
+                                      member('d/h', tarfile.LNKTYPE, linkname='d/f')], public)
+    assert ba.verify(path, identity=secret)['entries'] == 3
+    target = tmp_path / 'out'
+    stats = ba.restore(path, str(target), identity=secret)
+    assert (stats['files'], stats['links'], stats['members']) == (1, 1, ['d', 'd/f', 'd/h'])
+    assert os.path.samefile(target / 'd' / 'f', target / 'd' / 'h')
+    # the target is not restored (only): refused by the real run and by its dry run
+    refused_everywhere(path, tmp_path, secret, ba.RestoreRefusedError,
+                       'refusing hard link d/h: target d/f was not restored', only=['d/h'])
+    # the target is not a regular file of the archive, or comes after the link
+    for members in ([member('d', tarfile.DIRTYPE), member('h', tarfile.LNKTYPE, linkname='d')],
+                    [member('h', tarfile.LNKTYPE, linkname='f'), member('f')],
+                    [member('s', tarfile.SYMTYPE, linkname='f'), member('f'), member('h', tarfile.LNKTYPE, linkname='s')],
+                    [member('h', tarfile.LNKTYPE, linkname='h')]):
+        path, _entries = craft(tmp_path, members, public)
+        refused_everywhere(path, tmp_path, secret, ba.RestoreRefusedError,
+                           'refusing hard link h -> .*: the target is not a file of this archive')
+
+
+def test_name_set():
+    names = ba._NameSet(3)  # pylint: disable=protected-access
+    for index in range(1000):  # grows past its capacity
+        assert names.add(f'n{index}', regular=index % 2)
+    assert len(names) == 1000
+    assert not names.add('n10', regular=True) and not names.is_regular('n10') and names.is_regular('n11')
+    assert not names.is_regular('other') and names.add('other', regular=False)
+
+
+def test_restore_lists_the_first_names_and_counts_them_all(tmp_path, keys, monkeypatch):
+    secret, public = keys
+    monkeypatch.setattr(ba, 'MEMBERS_LISTED', 3)
+    members = [member('d', tarfile.DIRTYPE)] + [member(f'd/f{index}', data=b'%d' % index) for index in range(5)] + \
+        [member('d/e', tarfile.DIRTYPE), member('d/e/s', tarfile.SYMTYPE, linkname='../f1')]
+    path, _entries = craft(tmp_path, members, public)
+    target = tmp_path / 'out'
+    dry = ba.restore(path, str(target), identity=secret, dry_run=True)
+    real = ba.restore(path, str(target), identity=secret)
+    for stats in (dry, real):
+        assert stats['members'] == ['d', 'd/f0', 'd/f1'] and stats['members_total'] == 8
+        assert (stats['files'], stats['dirs'], stats['links']) == (5, 2, 1)
+    assert (target / 'd' / 'e' / 's').read_bytes() == b'1' and os.readlink(target / 'd' / 'e' / 's') == '../f1'
+    again = ba.restore(path, str(target), identity=secret, overwrite=True)
+    assert again['overwritten'] == ['d/f0', 'd/f1', 'd/f2'] and again['overwritten_total'] == 6
+    with pytest.raises(ba.RestoreRefusedError, match='refusing to overwrite 6 existing path'):
+        ba.restore(path, str(target), identity=secret)
+
+
+def test_restore_sets_directory_modes_children_first(tmp_path, keys):
+    """Directory modes and times are applied after the renames, deepest last in archive order first."""
+    secret, public = keys
+    top = member('top', tarfile.DIRTYPE)
+    top[0].mode = 0o500  # not writable: set after its content is in place
+    sub = member('top/sub', tarfile.DIRTYPE)
+    sub[0].mode = 0o700
+    sub[0].mtime = 1700000000
+    path, _entries = craft(tmp_path, [top, sub, member('top/sub/f')], public)
+    target = tmp_path / 'out'
+    try:
+        ba.restore(path, str(target), identity=secret)
+        assert os.stat(target / 'top').st_mode & 0o7777 == 0o500
+        assert os.stat(target / 'top' / 'sub').st_mtime == 1700000000
+        assert os.stat(target / 'top').st_mtime == 1795132800
+        assert (target / 'top' / 'sub' / 'f').read_bytes() == b'data'
+    finally:
+        os.chmod(target / 'top', 0o700)
+
+
+# --- memory against the number of entries
+
+
+def many_entries_backup(dest, public, count, kind=tarfile.DIRTYPE):
+    members = [member('d%03d' % (index // 1000), tarfile.DIRTYPE) if index % 1000 == 0 else
+               member('d%03d/entry-%07d' % (index // 1000, index), kind, data=b'%d' % index) for index in range(count)]
+    return craft(dest, members, public)[0]
+
+
+def traced_peak(function):
+    tracemalloc.start()
+    try:
+        result = function()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_verify_memory_does_not_grow_with_the_number_of_entries(tmp_path, keys, monkeypatch):
+    """20,000 entries: the whole manifest was held (7 MB of Python objects here); now 12 bytes per entry.
+
+    Read-ahead chunks of 64 KiB instead of 1 MiB, so that the buffers
+    (a few MiB otherwise, whatever the number of entries) do not hide the rest.
+    """
+    secret, public = keys
+    monkeypatch.setattr(ba, 'READ_SIZE', 64 * 1024)
+    path = many_entries_backup(tmp_path, public, 20000)
+    result, peak = traced_peak(lambda: ba.verify(path, identity=secret))
+    print(f'tracemalloc peak verifying 20,000 entries: {peak} bytes')
+    assert result['entries'] == 20000
+    assert peak < 3 * 1024 * 1024, peak
+
+
+def test_restore_memory_does_not_grow_with_the_number_of_entries(tmp_path, keys, monkeypatch):
+    """3,000 entries (few: creating files is slow): the manifest, and a record and a name per entry, were held."""
+    secret, public = keys
+    monkeypatch.setattr(ba, 'READ_SIZE', 64 * 1024)
+    path = many_entries_backup(tmp_path, public, 3000, kind=tarfile.REGTYPE)
+    target = str(tmp_path / 'out')
+    dry, dry_peak = traced_peak(lambda: ba.restore(path, target, identity=secret, dry_run=True))
+    real, peak = traced_peak(lambda: ba.restore(path, target, identity=secret))
+    print(f'tracemalloc peaks restoring 3,000 entries: {dry_peak} (dry run), {peak} bytes')
+    assert peak < 1536 * 1024 and dry_peak < 1536 * 1024, (dry_peak, peak)
+    assert dry['members_total'] == real['members_total'] == 3000 and real['files'] == 2997
+    assert len(real['members']) == ba.MEMBERS_LISTED and real['members'] == dry['members']

@@ -112,6 +112,21 @@ def test_restores_the_latest_backup_byte_identical(setup, keys, tmp_path, capsys
     assert secret not in out and not [n for n in os.listdir(target) if n.startswith('.restore-')]
 
 
+def test_members_are_listed_up_to_a_limit_and_counted_in_full(setup, keys, tmp_path, capsys, monkeypatch):
+    """restore() keeps only the first names (memory); members_total still counts every entry, in check mode too."""
+    _src, dest, _old, _new = setup
+    secret, _public = keys
+    target = tmp_path / 'target'
+    args = {'dest': str(dest), 'target': str(target), 'identity': secret}
+    code, full, _out = run_module(capsys, dict(args, _ansible_check_mode=True))
+    assert code == 0 and full['members_total'] == len(full['members']) > 3
+    monkeypatch.setattr(ba, 'MEMBERS_LISTED', 3)
+    for check_mode in (True, False):
+        code, result, _out = run_module(capsys, dict(args, _ansible_check_mode=check_mode))
+        assert code == 0 and result['changed'] is True
+        assert result['members'] == full['members'][:3] and result['members_total'] == full['members_total']
+
+
 def test_check_mode_verifies_and_writes_nothing(setup, keys, tmp_path, capsys):
     _src, dest, old, _new = setup
     secret, _public = keys
