@@ -156,7 +156,8 @@ READ_AHEAD = 4                 # decompressed chunks decoded ahead of the tar re
 WRITE_BEHIND = 8               # compressed pieces queued for the encrypting thread...
 WRITE_PIECE = 128 * 1024       # ...of at most this size (zstd writes up to 128 KiB at a time)
 ZSTD_THREADS = 1               # zstd compresses in a worker thread while this one reads, hashes and encrypts
-ZSTD_JOB_SIZE = 2 * 1024 * 1024  # zstd worker job size: bounds the worker's buffers (default at level 3: 8 MiB)
+ZSTD_JOB_SIZE = 4 * 1024 * 1024  # zstd worker job size: bounds the worker's buffers (default at level 3: 8 MiB)
+WRITEBACK_STEP = 16 * 1024 * 1024  # archive bytes after which the kernel is asked to start writing them back
 SPOOL_MEMORY = 1024 * 1024     # command output kept in memory up to this size
 STDERR_TAIL = 2000             # bytes of a failing command's stderr quoted in errors
 LOCK_POLL = 0.1
@@ -255,12 +256,24 @@ def _open_output(path):
 
 
 class _HashingWriter:
-    """Write-through file wrapper counting bytes and computing their SHA-256."""
+    """Write-through file wrapper counting bytes and computing their SHA-256.
+
+    Every ``WRITEBACK_STEP`` bytes it asks the kernel to start writing the
+    finished part of the file back to disk (``posix_fadvise(DONTNEED)``
+    starts the writeback without waiting for it, and drops the pages once
+    written: a backup does not need them in the page cache). The fsync at
+    the end then waits for the last few MiB, not for the whole archive.
+    """
 
     def __init__(self, fileobj):
         self._fileobj = fileobj
         self.sha256 = hashlib.sha256()
         self.size = 0
+        self._written_back = 0
+        try:
+            self._fd = fileobj.fileno() if hasattr(os, 'posix_fadvise') else None
+        except (AttributeError, OSError, ValueError):
+            self._fd = None
 
     def write(self, data):
         view = memoryview(data)
@@ -273,7 +286,17 @@ class _HashingWriter:
             done += written
         self.sha256.update(view)
         self.size += total
+        if self._fd is not None and self.size - self._written_back >= WRITEBACK_STEP:
+            self._write_back()
         return total
+
+    def _write_back(self):
+        try:
+            os.posix_fadvise(self._fd, self._written_back, self.size - self._written_back, os.POSIX_FADV_DONTNEED)
+        except OSError:  # a file system without it: the final fsync does it all
+            self._fd = None
+            return
+        self._written_back = self.size
 
     def flush(self):
         if hasattr(self._fileobj, 'flush'):

@@ -341,3 +341,42 @@ def test_compact_manifest_entries(tmp_path):
         assert small.get('mode', 'absent') == 'absent'
     assert compact['archive'] == full['archive'] and compact['commands'] == full['commands']
     assert ba.verify(made['archive'], identity=secret)['entries'] == len(full['entries'])
+
+
+def test_hashing_writer_starts_writeback_every_step(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(ba, 'WRITEBACK_STEP', 1000)
+    monkeypatch.setattr(os, 'posix_fadvise', lambda fd, offset, length, advice: calls.append((offset, length, advice)))
+    data = os.urandom(4500)
+    with open(tmp_path / 'out', 'wb', buffering=0) as raw:
+        writer = ba._HashingWriter(raw)
+        for start in range(0, len(data), 700):
+            writer.write(data[start:start + 700])
+    assert (tmp_path / 'out').read_bytes() == data
+    assert writer.size == len(data) and writer.sha256.hexdigest() == hashlib.sha256(data).hexdigest()
+    # Contiguous ranges from 0, each at least a step, never past what was written.
+    assert [c[2] for c in calls] == [os.POSIX_FADV_DONTNEED] * len(calls)
+    assert [c[0] for c in calls] == [0] + [sum(c[1] for c in calls[:i]) for i in range(1, len(calls))]
+    assert all(c[1] >= 1000 for c in calls) and len(calls) == 3
+    assert calls[-1][0] + calls[-1][1] <= len(data)
+
+
+def test_hashing_writer_without_writeback(tmp_path, monkeypatch):
+    """A file system that refuses the advice, and a file object without a descriptor: writes go on."""
+    monkeypatch.setattr(ba, 'WRITEBACK_STEP', 10)
+    calls = []
+
+    def refuse(*args):
+        calls.append(args)
+        raise OSError(errno.EINVAL, 'not supported')
+
+    monkeypatch.setattr(os, 'posix_fadvise', refuse)
+    with open(tmp_path / 'out', 'wb', buffering=0) as raw:
+        writer = ba._HashingWriter(raw)
+        for dummy in range(5):
+            writer.write(b'x' * 30)
+    assert len(calls) == 1 and (tmp_path / 'out').read_bytes() == b'x' * 150
+    buffer = io.BytesIO()
+    writer = ba._HashingWriter(buffer)
+    writer.write(b'y' * 50)
+    assert buffer.getvalue() == b'y' * 50 and writer.size == 50
