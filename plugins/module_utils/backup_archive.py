@@ -1764,8 +1764,7 @@ class ManifestReader:
         stream = _JsonStream(self._fd, self._entries_at)
         try:
             stream.expect('[')
-            for entry in self._array(stream, self._decoder):
-                yield entry
+            yield from self._array(stream, self._decoder)
         except (OSError, ValueError) as exc:
             raise self._unreadable(exc)
 

@@ -49,7 +49,7 @@ def sample_entries(count, seed=1):
     rng = random.Random(seed)
     result = []
     for index in range(count):
-        name = 'srv/{}/{}-{}'.format(index // 10, ''.join(rng.choice('aü€𝄞"\\/ \t') for _ in range(rng.randrange(1, 30))), index)
+        name = 'srv/{}/{}-{}'.format(index // 10, ''.join(rng.choice('aü€𝄞"\\/ \t') for dummy in range(rng.randrange(1, 30))), index)
         kind = rng.choice(['file', 'dir', 'symlink'])
         entry = {'name': name, 'type': kind, 'mode': '0644'}
         if kind == 'file':
@@ -99,7 +99,7 @@ def test_reader_iterations_are_independent(tmp_path):
     archive = write_manifest(tmp_path, json.dumps(manifest_dict(entries)))
     with ba.ManifestReader(archive, compact=False) as reader:
         first, second = reader.entries(), reader.entries()
-        assert [next(first) for _ in range(10)] == entries[:10]
+        assert [next(first) for dummy in range(10)] == entries[:10]
         assert list(second) == entries
         assert list(first) == entries[10:]
         assert list(reader.entries()) == entries
