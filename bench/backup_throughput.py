@@ -35,10 +35,10 @@ largest single member; restic's first backup is the larger of ``init`` and
 of bench/backup_dataset.py (every path, type, mode, size, symlink target and
 file SHA-256); a mismatch fails the run. Restored trees are kept until the
 end of the run (see the comment in main). Before every step (untimed):
-``sync``, ``drop_caches`` and a read of the dataset, archives and
-repositories (see settle()), so that no step inherits another's dirty pages
-or memory state and every tool reads its input from the page cache: this
-measures CPU cost more than the disk.
+``sync``, ``drop_caches`` and a read of the step's input (the dataset, or
+the archive or repository; see settle()), so that no step inherits
+another's dirty pages or memory state and every tool reads its input from
+the page cache: this measures CPU cost more than the disk.
 
 Missing tools are installed with apt-get (age, zstd, restic, time,
 python3-zstandard, python3-cryptography), so run it as root on Debian 12 or
@@ -124,16 +124,17 @@ def dir_bytes(path):
     return total
 
 
-def settle(work):
-    """Start every step from the same memory state: dirty pages written, caches dropped, inputs read back.
+def settle(inputs):
+    """Start every step from the same memory state: dirty pages written, caches dropped, the step's input read back.
 
     Without this a step's speed depended on what ran before it: on this
     (virtual) machine a restore that grows the page cache into memory the
     guest has not touched yet spent 3 s of system time on 1 GiB, against 1 s
-    after ``drop_caches`` (same archive, same code). The dataset, the
-    archives and the repositories under ``work`` are then read once, so
-    every tool reads its input from the page cache; the restored trees kept
-    under ``work/restore-*`` are not.
+    after ``drop_caches`` (same archive, same code). Then only the step's
+    input is read back (the dataset for a backup, the archive or repository
+    for a verification or a restore), so every tool reads its input from the
+    page cache and a restore does not also carry the dataset in it, as a
+    host restoring a lost one would not.
     """
     subprocess.run(['sync'], check=False)
     try:
@@ -142,24 +143,24 @@ def settle(work):
     except OSError:
         pass  # not root or not Linux: caches stay as they are
     buffer = bytearray(1024 * 1024)
-    for top, dirs, files in os.walk(work):
-        if top == work:
-            dirs[:] = [d for d in dirs if not d.startswith('restore-')]
-        for name in files:
-            try:
-                with open(os.path.join(top, name), 'rb', buffering=0) as handle:
-                    while handle.readinto(buffer):
-                        pass
-            except OSError:
-                pass
+    for path in inputs:
+        for top, dummy, files in os.walk(path):
+            for name in files:
+                try:
+                    with open(os.path.join(top, name), 'rb', buffering=0) as handle:
+                        while handle.readinto(buffer):
+                            pass
+                except OSError:
+                    pass
 
 
 class Step:
     """One timed shell command; every process in it is wrapped in /usr/bin/time -v."""
 
-    def __init__(self, workdir, name):
+    def __init__(self, workdir, name, inputs):
         self.workdir = workdir
         self.name = name
+        self.inputs = inputs
         self.files = []
 
     def timed(self, argv):
@@ -170,7 +171,7 @@ class Step:
 
     def run(self, script, env=None):
         """Run the shell ``script``; return wall seconds, [(program, max RSS bytes)] and CPU seconds (user + system)."""
-        settle(self.workdir)
+        settle(self.inputs)
         start = time.perf_counter()
         done = subprocess.run(['/bin/bash', '-o', 'pipefail', '-c', script], env=env, check=False,
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -190,9 +191,9 @@ class Step:
         return wall, rss, cpu
 
 
-def measure(workdir, name, build, env=None):
-    """Build a script with a fresh Step and run it; return a result dict."""
-    step = Step(workdir, name)
+def measure(workdir, name, build, inputs, env=None):
+    """Build a script with a fresh Step and run it (``inputs``: what it reads); return a result dict."""
+    step = Step(workdir, name, inputs)
     wall, rss, cpu = step.run(build(step), env)
     return {'seconds': wall, 'cpu': cpu, 'rss_sum': sum(r for p, r in rss), 'rss_max': max(r for p, r in rss),
             'processes': [{'program': p, 'rss': r} for p, r in rss]}
@@ -209,15 +210,15 @@ def run_ours(ctx, rnd):
                    'state_dir': os.path.join(ctx['work'], 'state'),
                    'textfile_dir': os.path.join(ctx['work'], 'textfile')}, handle)
     runner = [ctx['python'], '-I', os.path.join(lib, 'backup_runner.py'), '--config', config]
-    result = {'backup': measure(ctx['work'], f'ours-backup-{rnd}', lambda s: s.timed(runner + ['run']))}
+    result = {'backup': measure(ctx['work'], f'ours-backup-{rnd}', lambda s: s.timed(runner + ['run']), [ctx['data']])}
     archives = [n for n in os.listdir(out) if n.endswith('.age')]
     archive = os.path.join(out, archives[0])
     result['output_bytes'] = os.path.getsize(archive)
     result['verify'] = measure(ctx['work'], f'ours-verify-{rnd}',
-                               lambda s: s.timed(runner + ['--identity', ctx['key'], 'verify']))
+                               lambda s: s.timed(runner + ['--identity', ctx['key'], 'verify']), [out])
     target = os.path.join(ctx['work'], f'restore-ours-{rnd}')
     result['restore'] = measure(ctx['work'], f'ours-restore-{rnd}', lambda s: s.timed(
-        [ctx['python'], '-I', '-c', RESTORE, lib, archive, target, ctx['key']]))
+        [ctx['python'], '-I', '-c', RESTORE, lib, archive, target, ctx['key']]), [out])
     result['restored'] = os.path.join(target, ctx['data'].lstrip('/'))
     result['cleanup'] = [out, target]
     result['restore_trees'] = [target]
@@ -241,9 +242,9 @@ def run_native(ctx, rnd):
                                      step.timed(['zstd', '-d', '-q', '-c']),
                                      step.timed(['tar', '-xf', '-', '-C', target]))
 
-    result = {'backup': measure(ctx['work'], f'native-backup-{rnd}', backup)}
+    result = {'backup': measure(ctx['work'], f'native-backup-{rnd}', backup, [ctx['data']])}
     result['output_bytes'] = os.path.getsize(archive)
-    result['restore'] = measure(ctx['work'], f'native-restore-{rnd}', restore)
+    result['restore'] = measure(ctx['work'], f'native-restore-{rnd}', restore, [out])
     result['restored'] = target
     result['cleanup'] = [out, target]
     result['restore_trees'] = [target]
@@ -259,12 +260,12 @@ def run_restic(ctx, rnd):
     def backup(step):
         return '{} && {}'.format(step.timed(['restic', 'init', '-q']), step.timed(['restic', 'backup', '-q', ctx['data']]))
 
-    result = {'backup': measure(ctx['work'], f'restic-backup-{rnd}', backup, env)}
+    result = {'backup': measure(ctx['work'], f'restic-backup-{rnd}', backup, [ctx['data']], env)}
     # init and backup run one after the other: the peak is the larger one.
     result['backup']['rss_sum'] = result['backup']['rss_max']
     result['output_bytes'] = dir_bytes(repo)
     result['restore'] = measure(ctx['work'], f'restic-restore-{rnd}',
-                                lambda s: s.timed(['restic', 'restore', 'latest', '-q', '--target', target]), env)
+                                lambda s: s.timed(['restic', 'restore', 'latest', '-q', '--target', target]), [repo], env)
     result['restored'] = os.path.join(target, ctx['data'].lstrip('/'))
     result['cleanup'] = [repo, target, env['RESTIC_CACHE_DIR']]
     result['restore_trees'] = [target]
