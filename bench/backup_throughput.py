@@ -220,8 +220,7 @@ def run_ours(ctx, rnd):
     result['restore'] = measure(ctx['work'], f'ours-restore-{rnd}', lambda s: s.timed(
         [ctx['python'], '-I', '-c', RESTORE, lib, archive, target, ctx['key']]), [out])
     result['restored'] = os.path.join(target, ctx['data'].lstrip('/'))
-    result['cleanup'] = [out, target]
-    result['restore_trees'] = [target]
+    result['cleanup'] = [out]
     return result
 
 
@@ -246,8 +245,7 @@ def run_native(ctx, rnd):
     result['output_bytes'] = os.path.getsize(archive)
     result['restore'] = measure(ctx['work'], f'native-restore-{rnd}', restore, [out])
     result['restored'] = target
-    result['cleanup'] = [out, target]
-    result['restore_trees'] = [target]
+    result['cleanup'] = [out]
     return result
 
 
@@ -267,8 +265,7 @@ def run_restic(ctx, rnd):
     result['restore'] = measure(ctx['work'], f'restic-restore-{rnd}',
                                 lambda s: s.timed(['restic', 'restore', 'latest', '-q', '--target', target]), [repo], env)
     result['restored'] = os.path.join(target, ctx['data'].lstrip('/'))
-    result['cleanup'] = [repo, target, env['RESTIC_CACHE_DIR']]
-    result['restore_trees'] = [target]
+    result['cleanup'] = [repo, env['RESTIC_CACHE_DIR']]
     return result
 
 
@@ -390,16 +387,14 @@ def main():  # pylint: disable=too-many-locals,too-many-statements
                     raise SystemExit(f'{tool}: the restored tree differs from the input: {got} != {expected}')
                 res['verified'] = True
                 # Archives and repositories go now; restored trees stay until the end
-                # of the run. Deleting thousands of files just before a restore
-                # makes ext4 slow to create files for the next half minute (its
-                # inode allocator skips "recently deleted" inodes, one lookup each):
-                # measured on the same archive, 3.8-4.9 s instead of 1.8-2.2 s, the
-                # whole difference in ext4_create. A host restoring a lost one
-                # does not delete thousands of files first.
+                # of the run (with the work directory). Deleting thousands of files
+                # just before a restore makes ext4 slow to create files for the next
+                # half minute (its inode allocator skips "recently deleted" inodes,
+                # one lookup each): measured on the same archive, 3.8-4.9 s instead
+                # of 1.8-2.2 s, the whole difference in ext4_create. A host restoring
+                # a lost one does not delete thousands of files first.
                 for path in res.pop('cleanup'):
-                    if path not in res['restore_trees']:
-                        shutil.rmtree(path, ignore_errors=True)
-                del res['restore_trees']
+                    shutil.rmtree(path, ignore_errors=True)
                 del res['restored']
                 results[(rnd, tool)] = res
                 log('{}: backup {:.1f} s, restore {:.1f} s, restore verified'.format(

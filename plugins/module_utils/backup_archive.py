@@ -1374,41 +1374,82 @@ def _write_manifest(writer, manifest):
         writer.write(''.join(batch).encode('utf-8'))
 
 
-class _EntrySpool:
+class _RecordSpool:
+    """Small JSON records in an unnamed temporary file, read back in order or in reverse order.
+
+    Keeps on disk rather than in memory what grows with the number of
+    entries: a backup's manifest entries (:class:`_EntrySpool`) and what
+    :func:`restore` keeps of each staged entry until it is moved into place.
+    The file has no name, and is gone when closed or when the process dies.
+    Each record is framed by its length on both sides.
+    """
+
+    _LENGTH = struct.Struct('<I')
+
+    def __init__(self, directory):
+        self._file = tempfile.TemporaryFile(mode='w+b', dir=directory)
+        self._end = 0
+        self._reading = False
+
+    def append(self, record):
+        """Add a record (not while iterating over this spool)."""
+        if self._reading:
+            self._file.seek(self._end)
+            self._reading = False
+        # ensure_ascii (the default) keeps the lone surrogates of names that are not UTF-8
+        data = json.dumps(record, separators=(',', ':')).encode('ascii')
+        length = self._LENGTH.pack(len(data))
+        self._file.write(length + data + length)
+        self._end += len(data) + 2 * self._LENGTH.size
+
+    def __iter__(self):
+        size = self._LENGTH.size
+        self._reading = True
+        self._file.seek(0)
+        position = 0
+        while position < self._end:
+            length = self._LENGTH.unpack(self._file.read(size))[0]
+            data = self._file.read(length + size)[:length]
+            position += length + 2 * size
+            yield json.loads(data)
+
+    def __reversed__(self):
+        size = self._LENGTH.size
+        self._reading = True
+        position = self._end
+        while position > 0:
+            self._file.seek(position - size)
+            length = self._LENGTH.unpack(self._file.read(size))[0]
+            position -= length + 2 * size
+            self._file.seek(position + size)
+            yield json.loads(self._file.read(length))
+
+    def close(self):
+        self._file.close()
+
+
+class _EntrySpool(_RecordSpool):
     """The manifest entries of the backup being written, on disk rather than in memory.
 
-    One JSON line per entry in an unnamed temporary file in the backup
-    directory (gone when closed, or when the process dies), read back once
+    In an unnamed temporary file in the backup directory, read back once
     for the manifest, so a backup's memory does not grow with its number of
     files. The totals the result reports are kept as entries arrive.
     """
 
     def __init__(self, directory):
-        self._file = tempfile.TemporaryFile(mode='w+b', dir=directory)
+        super().__init__(directory)
         self.count = 0
         self.files = 0
         self.plaintext_size = 0
 
-    def append(self, entry):
-        self._file.write(json.dumps(entry, sort_keys=True).encode('utf-8') + b'\n')
+    def append(self, record):
+        super().append(record)
         self.count += 1
-        self.files += entry.get('type') == 'file'
-        self.plaintext_size += entry.get('size', 0)
+        self.files += record.get('type') == 'file'
+        self.plaintext_size += record.get('size', 0)
 
     def __len__(self):
         return self.count
-
-    def __iter__(self):
-        self._file.flush()
-        self._file.seek(0)
-        try:
-            for line in self._file:
-                yield json.loads(line)
-        finally:
-            self._file.seek(0, os.SEEK_END)
-
-    def close(self):
-        self._file.close()
 
 
 def _seen_key(name):
@@ -2106,59 +2147,6 @@ def _write_marker(archive):
 
 MEMBERS_LISTED = 1000    # entry names restore() returns in members (and overwritten); the totals count them all
 PARENT_CACHE = 4096      # directories restore() remembers as created and checked (a cache: cleared when full)
-
-
-class _RecordSpool:
-    """Small records (JSON arrays) in an unnamed temporary file, read back in order or in reverse order.
-
-    What :func:`restore` keeps of each staged entry until it is moved into
-    place, on disk rather than in memory (like :class:`_EntrySpool` for a
-    backup): the file has no name, and is gone when closed or when the
-    process dies. Each record is framed by its length on both sides.
-    """
-
-    _LENGTH = struct.Struct('<I')
-
-    def __init__(self, directory):
-        self._file = tempfile.TemporaryFile(mode='w+b', dir=directory)
-        self._end = 0
-        self._reading = False
-
-    def append(self, record):
-        """Add a record (not while iterating over this spool)."""
-        if self._reading:
-            self._file.seek(self._end)
-            self._reading = False
-        # ensure_ascii (the default) keeps the lone surrogates of names that are not UTF-8
-        data = json.dumps(record, separators=(',', ':')).encode('ascii')
-        length = self._LENGTH.pack(len(data))
-        self._file.write(length + data + length)
-        self._end += len(data) + 2 * self._LENGTH.size
-
-    def __iter__(self):
-        size = self._LENGTH.size
-        self._reading = True
-        self._file.seek(0)
-        position = 0
-        while position < self._end:
-            length = self._LENGTH.unpack(self._file.read(size))[0]
-            data = self._file.read(length + size)[:length]
-            position += length + 2 * size
-            yield json.loads(data)
-
-    def __reversed__(self):
-        size = self._LENGTH.size
-        self._reading = True
-        position = self._end
-        while position > 0:
-            self._file.seek(position - size)
-            length = self._LENGTH.unpack(self._file.read(size))[0]
-            position -= length + 2 * size
-            self._file.seek(position + size)
-            yield json.loads(self._file.read(length))
-
-    def close(self):
-        self._file.close()
 
 
 def _list_member(stats, key, safe):
